@@ -1,0 +1,43 @@
+# Two commands do everything on a fresh machine:
+#   make demo   - set up, generate the embedded synthetic set, build shards, train, evaluate
+#   make test   - set up and run the tests
+SHELL := /bin/bash
+PY ?= python3
+VENV := $(CURDIR)/.venv
+BIN := $(VENV)/bin
+# CPU machines get this torch (a CPU build where the local wheel cache has one); machines with an
+# NVIDIA driver get the default (CUDA) build. Override with `make setup TORCH=...`.
+TORCH_CPU ?= torch==2.13.0
+TORCH_GPU ?= torch
+
+DATA ?=
+SOURCE ?= interhand
+OUT ?= $(CURDIR)/data/shards/$(SOURCE)
+SYNTH ?= $(CURDIR)/data/synth
+SIZE ?= small
+
+.PHONY: setup test demo shards synth bench clean
+
+setup: $(VENV)/.ready
+
+$(VENV)/.ready: pyproject.toml Makefile
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	@if nvidia-smi -L >/dev/null 2>&1; then \
+	  echo "setup: NVIDIA GPU found, installing $(TORCH_GPU)"; $(BIN)/pip install -q "$(TORCH_GPU)"; \
+	else \
+	  echo "setup: no GPU, installing $(TORCH_CPU)"; $(BIN)/pip install -q "$(TORCH_CPU)"; \
+	fi
+	@cuda=$$($(BIN)/python -c "import torch; print((torch.version.cuda or '12').split('.')[0])"); \
+	  dali=nvidia-dali-cuda$${cuda}0; echo "setup: installing $$dali"; $(BIN)/pip install -q "$$dali"
+	$(BIN)/pip install -q -e ".[test]"
+	@touch $@
+
+test: setup
+	$(BIN)/python -m pytest -q tests
+
+synth: setup
+	$(BIN)/python -m shards.synth --out $(SYNTH) --size $(SIZE)
+
+clean:
+	rm -rf $(VENV) data runs
