@@ -1,0 +1,68 @@
+"""Training checkpoints: everything needed to continue exactly where a run stopped.
+
+`RUN_DIR/checkpoints/step_<N>.pt` written atomically (temp + rename); `latest` is the highest step
+whose file loads. Holds model, optimizer, step/epoch position, the data loader's reader state,
+RNG states and the config.
+"""
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .atomic import atomic_torch_save
+
+_STEP = re.compile(r"^step_(\d+)\.pt$")
+
+
+def rng_state() -> dict:
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(s: dict) -> None:
+    random.setstate(s["python"])
+    np.random.set_state(s["numpy"])
+    torch.set_rng_state(s["torch"])
+    if s.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def save(run_dir, state: dict, keep: int = 2) -> Path:
+    """Write state as checkpoints/step_<step>.pt; keep the newest `keep` files."""
+    ckdir = Path(run_dir) / "checkpoints"
+    path = ckdir / f"step_{state['step']:08d}.pt"
+    atomic_torch_save(state, path)
+    for old in list_checkpoints(run_dir)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def list_checkpoints(run_dir) -> list[Path]:
+    ckdir = Path(run_dir) / "checkpoints"
+    if not ckdir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in ckdir.iterdir() if (m := _STEP.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def load_latest(run_dir) -> dict | None:
+    """The newest checkpoint that loads (an interrupted write leaves only a temp file, never a
+    half-written step file; still, fall back to an older one if the newest is unreadable)."""
+    errors = []
+    for path in reversed(list_checkpoints(run_dir)):
+        try:
+            # Our own files: they hold RNG states and numpy arrays, so not weights_only.
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001 - report and try the previous one
+            errors.append(f"{path}: {e}")
+    if errors:
+        raise RuntimeError("no readable checkpoint in " + str(run_dir) + ":\n" + "\n".join(errors))
+    return None

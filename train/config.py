@@ -1,0 +1,134 @@
+"""Training configuration: one frozen, validated dataclass; presets; `--key=value` overrides.
+
+The paper's defaults (SPEC section 5): Adam, lr 1e-4 divided by 10 at epochs 15 and 17, 20 epochs,
+16 images per GPU. RHD and STB: 50 epochs, decay at 45 and 47.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    shards: str = ""  # folder (or fsspec URL) holding <split>/ shard folders
+    out: str = ""  # run folder
+    preset: str = "paper"
+    model: str = "paper"  # model preset name (model.config)
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+    epochs: int = 20
+    lr: float = 1e-4
+    lr_decay_epochs: tuple = (15, 17)
+    lr_decay_factor: float = 0.1
+    batch_size: int = 16  # per GPU / process
+    max_steps: int = 0  # stop after this many optimiser steps in total (0: no limit)
+    compile: bool = True
+    bf16: bool = True  # autocast to bf16 (CUDA only; ignored on the CPU)
+    channels_last: bool = True
+    seed: int = 0
+    deterministic: bool = False
+    ckpt_every: int = 0  # also checkpoint every N steps (0: only at epoch ends)
+    val_every: int = 1  # validate every N epochs (0: never)
+    log_every: int = 20  # steps between logged (synchronised) loss values
+    num_threads: int = 0  # DALI threads (0: cores / processes)
+    backbone_weights: str = ""  # local torchvision ResNet state dict for ImageNet init
+    resume: bool = False
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if list(self.lr_decay_epochs) != sorted(self.lr_decay_epochs):
+            raise ValueError(f"lr_decay_epochs must be increasing, got {self.lr_decay_epochs}")
+        for name in ("max_steps", "ckpt_every", "val_every", "num_threads"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.log_every < 1:
+            raise ValueError(f"log_every must be >= 1, got {self.log_every}")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["lr_decay_epochs"] = list(self.lr_decay_epochs)
+        return d
+
+
+PRESETS: dict[str, dict] = {
+    # The paper's InterHand2.6M schedule.
+    "paper": {},
+    # RHD / STB schedule of the original.
+    "rhd": {"epochs": 50, "lr_decay_epochs": (45, 47)},
+    "stb": {"epochs": 50, "lr_decay_epochs": (45, 47)},
+    # Minutes on 2 CPU cores: a small backbone, small input and heatmaps (model preset "demo").
+    "demo": {
+        "model": "demo", "epochs": 6, "lr": 1e-3, "lr_decay_epochs": (5,), "batch_size": 32,
+        "compile": False, "log_every": 10,
+    },
+}
+
+
+def _coerce(name: str, raw: str, current):
+    if isinstance(current, bool):
+        low = raw.lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"--{name}: expected a boolean, got {raw!r}")
+    if isinstance(current, tuple):
+        return tuple(int(x) for x in raw.split(",") if x.strip()) if raw.strip() else ()
+    try:
+        return type(current)(raw)
+    except ValueError as e:
+        raise ValueError(f"--{name}: cannot read {raw!r} as {type(current).__name__}") from e
+
+
+def build_config(argv: list[str]) -> TrainConfig:
+    """Parse `--key=value` / `--key value` / `--flag` arguments into a TrainConfig.
+
+    The preset (``--preset``) is applied first, then the explicit overrides. Unknown keys raise.
+    """
+    known = {f.name: f for f in fields(TrainConfig)}
+    pairs: list[tuple[str, str | None]] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--"):
+            raise ValueError(f"unexpected argument {arg!r} (use --key=value)")
+        key, eq, val = arg[2:].partition("=")
+        key = key.replace("-", "_")
+        if key not in known:
+            raise ValueError(f"unknown option --{key}; known: {', '.join(sorted(known))}")
+        if not eq:
+            nxt = argv[i + 1] if i + 1 < len(argv) else None
+            if nxt is not None and not nxt.startswith("--"):
+                val, i = nxt, i + 1
+            else:
+                val = None  # a bare flag
+        pairs.append((key, val))
+        i += 1
+    preset = next((v for k, v in pairs if k == "preset"), "paper")
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+    values = {**PRESETS[preset], "preset": preset}
+    base = TrainConfig()
+    for key, val in pairs:
+        current = values.get(key, getattr(base, key))
+        if val is None:
+            if not isinstance(current, bool):
+                raise ValueError(f"--{key} needs a value")
+            values[key] = True
+        else:
+            values[key] = _coerce(key, val, current)
+    return TrainConfig(**values)
+
+
+def save_config(cfg: TrainConfig, path, extra: dict | None = None) -> None:
+    from .atomic import atomic_write_text
+
+    atomic_write_text(path, json.dumps({**cfg.to_dict(), **(extra or {})}, indent=2) + "\n")

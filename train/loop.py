@@ -1,0 +1,162 @@
+"""The training loop: read top to bottom.
+
+No host syncs in the hot loop: losses are accumulated on the device and reduced / `.item()`-ed
+only every `log_every` steps.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from . import checkpoint as ckpt
+from .config import TrainConfig
+from .distributed import Dist, all_reduce_mean, print0
+
+
+def lr_at(cfg: TrainConfig, epoch: int) -> float:
+    """The original's step schedule: lr / 10 for each decay epoch already reached."""
+    return cfg.lr * cfg.lr_decay_factor ** sum(epoch >= e for e in cfg.lr_decay_epochs)
+
+
+class MetricsLog:
+    """metrics.jsonl (+ TensorBoard events) in the run folder, written by rank 0 only."""
+
+    def __init__(self, run_dir: Path, enabled: bool):
+        self.enabled = enabled
+        self.path = run_dir / "metrics.jsonl"
+        self.tb = None
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run_dir / "tb"))
+
+    def write(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        for k, v in row.items():
+            if isinstance(v, (int, float)) and k not in ("step", "epoch"):
+                self.tb.add_scalar(k, v, row["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def autocast_for(cfg: TrainConfig, device: torch.device):
+    if device.type == "cuda" and cfg.bf16:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def train(cfg: TrainConfig, d: Dist, model: torch.nn.Module, criterion, train_loader,
+          run_dir: Path, validate=None) -> dict:
+    """Train `model` (already on d.device). `validate(model, epoch) -> dict` is called at the end of
+    every `val_every` epochs. Returns the final position and last logged losses."""
+    raw_model = model
+    optimizer = torch.optim.Adam(raw_model.parameters(), lr=cfg.lr)
+    step, epoch, step_in_epoch = 0, 0, 0
+    if cfg.resume and (state := ckpt.load_latest(run_dir)) is not None:
+        raw_model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, epoch, step_in_epoch = state["step"], state["epoch"], state["step_in_epoch"]
+        if state.get("loader") is not None:
+            train_loader.load_state_dict(state["loader"])
+        ckpt.set_rng_state(state["rng"])
+        print0(d, f"resumed from step {step} (epoch {epoch}, batch {step_in_epoch})")
+
+    fwd = torch.compile(raw_model) if cfg.compile else raw_model
+    if d.world_size > 1:  # DDP after compile (as nanoGPT); buckets follow the compiled graph
+        fwd = DDP(fwd, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+    log = MetricsLog(run_dir, d.is_main)
+
+    def save_state():
+        state = {
+            "model": raw_model.state_dict(), "model_config": getattr(raw_model, "config", None),
+            "optimizer": optimizer.state_dict(), "step": step, "epoch": epoch,
+            "step_in_epoch": step_in_epoch, "loader": train_loader.state_dict(),
+            "rng": ckpt.rng_state(), "config": cfg.to_dict(),
+        }
+        if d.is_main:
+            ckpt.save(run_dir, state)
+
+    steps_per_epoch = len(train_loader)
+    last = {}
+    while epoch < cfg.epochs and not (cfg.max_steps and step >= cfg.max_steps):
+        for g in optimizer.param_groups:
+            g["lr"] = lr_at(cfg, epoch)
+        fwd.train()
+        sums, n_acc = None, 0
+        t_start = t_log = time.perf_counter()
+        wait, imgs = 0.0, 0
+        bar = tqdm(total=steps_per_epoch, initial=step_in_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not d.is_main, dynamic_ncols=True, leave=True)
+        it = iter(train_loader)
+        while step_in_epoch < steps_per_epoch:
+            t0 = time.perf_counter()
+            try:
+                batch = next(it)
+            except StopIteration:
+                break
+            wait += time.perf_counter() - t0
+            images = batch["images"]
+            if cfg.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with autocast_for(cfg, d.device):
+                out = fwd(images)
+            losses = criterion(out, batch)  # float32 math inside the criterion
+            total = sum(losses.values())
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            step += 1
+            step_in_epoch += 1
+            imgs += images.shape[0]
+            vals = torch.stack([v.detach().float() for v in losses.values()])
+            sums = vals if sums is None else sums + vals
+            n_acc += 1
+            bar.update(1)
+            if step % cfg.log_every == 0 or step_in_epoch == steps_per_epoch:
+                mean = all_reduce_mean(sums / n_acc, d).tolist()  # sync point, once per log_every
+                now = time.perf_counter()
+                last = dict(zip(losses.keys(), mean))
+                last["total"] = float(sum(mean))
+                ips = imgs * d.world_size / max(now - t_log, 1e-9)
+                row = {"step": step, "epoch": epoch + step_in_epoch / steps_per_epoch, "lr": lr_at(cfg, epoch),
+                       **{f"loss/{k}": v for k, v in last.items()}, "images_per_s": ips,
+                       "data_wait": wait / max(now - t_log, 1e-9)}
+                log.write(row)
+                bar.set_postfix(loss=f"{last['total']:.4g}", ips=f"{ips:.0f}", wait=f"{100 * row['data_wait']:.0f}%")
+                sums, n_acc, wait, imgs, t_log = None, 0, 0.0, 0, now
+                if not math.isfinite(last["total"]):
+                    raise FloatingPointError(f"loss is {last['total']} at step {step}: {last}")
+            if cfg.ckpt_every and step % cfg.ckpt_every == 0:
+                save_state()
+            if cfg.max_steps and step >= cfg.max_steps:
+                break
+        bar.close()
+        if step_in_epoch >= steps_per_epoch:
+            epoch, step_in_epoch = epoch + 1, 0
+            save_state()
+            if validate is not None and cfg.val_every and epoch % cfg.val_every == 0:
+                fwd.eval()
+                with torch.no_grad(), autocast_for(cfg, d.device):
+                    res = validate(fwd, epoch)
+                if res:
+                    log.write({"step": step, "epoch": epoch, **{f"val/{k}": v for k, v in res.items()
+                                                                 if isinstance(v, (int, float))}})
+                    print0(d, "val epoch %d: %s" % (epoch, ", ".join(f"{k} {v:.4g}" for k, v in res.items()
+                                                                        if isinstance(v, (int, float)))))
+            print0(d, f"epoch {epoch} done in {time.perf_counter() - t_start:.1f}s")
+        elif cfg.max_steps and step >= cfg.max_steps:
+            save_state()
+    log.close()
+    return {"step": step, "epoch": epoch, "step_in_epoch": step_in_epoch, "losses": last}

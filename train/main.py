@@ -1,0 +1,94 @@
+"""Train InterNet on webdataset shards.
+
+One device:   python train/main.py --shards data/shards/interhand --out runs/paper
+Many GPUs:    torchrun --nproc_per_node=8 train/main.py --shards ... --out ...
+Many nodes:   torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d --rdzv-endpoint=HOST:29500 train/main.py ...
+Options are `--key=value` (see train/config.py; `--preset paper|rhd|stb|demo` first, then overrides);
+`--resume` continues from the newest checkpoint in --out, mid-epoch included.
+This file only wires: config, processes, data, model, loop.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: import the stages from the repository root
+    _here = Path(__file__).resolve().parent
+    sys.path = [p for p in sys.path if Path(p or ".").resolve() != _here]
+    sys.path.insert(0, str(_here.parent))
+
+import torch  # noqa: E402
+
+from train.config import TrainConfig, build_config, save_config  # noqa: E402
+from train.distributed import cleanup_distributed, print0, setup_distributed  # noqa: E402
+
+
+def git_revision() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                              capture_output=True, text=True, timeout=10).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def seed_everything(cfg: TrainConfig, rank: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(cfg.seed + rank)
+    np.random.seed(cfg.seed + rank)
+    torch.manual_seed(cfg.seed)  # same initial weights on every rank
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True)
+
+
+def run(cfg: TrainConfig, device: str | None = None) -> dict:
+    from model import build_model, Criterion, load_backbone_weights
+    from pipeline import build_loader
+    from train.loop import train
+    from train.plots import plot_curves
+    from train.validate import make_validator
+
+    if not cfg.shards or not cfg.out:
+        raise ValueError("--shards and --out are required")
+    d = setup_distributed(device)
+    run_dir = Path(cfg.out).resolve()
+    try:
+        seed_everything(cfg, d.rank)
+        if d.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            print0(d, "config:\n" + "\n".join(f"  {k} = {v}" for k, v in cfg.to_dict().items()))
+            save_config(cfg, run_dir / "config.json", {"git_revision": git_revision(), "world_size": d.world_size})
+        model = build_model(cfg.model).to(d.device)
+        if cfg.backbone_weights and not cfg.resume:
+            load_backbone_weights(model, cfg.backbone_weights)
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        mc = model.config
+        shards = cfg.shards.rstrip("/")
+        loader = build_loader(f"{shards}/{cfg.train_split}", batch_size=cfg.batch_size, train=True, device=d.device,
+                              input_size=mc.input_size, heatmap_size=mc.heatmap_size, root_bins=mc.root_bins,
+                              rank=d.rank, world_size=d.world_size, seed=cfg.seed,
+                              num_threads=cfg.num_threads or None)
+        print0(d, f"train: {loader.num_samples} samples, {len(loader)} steps/epoch/rank, world {d.world_size}")
+        criterion = Criterion(mc)
+        validate = make_validator(cfg, d, mc, f"{shards}/{cfg.val_split}", criterion) if cfg.val_every else None
+        result = train(cfg, d, model, criterion, loader, run_dir, validate=validate)
+        if d.is_main:
+            png = plot_curves(run_dir)
+            print0(d, f"loss curves: {png}")
+        return result
+    finally:
+        cleanup_distributed()
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = build_config(sys.argv[1:] if argv is None else argv)
+    res = run(cfg)
+    print(f"finished at step {res['step']} (epoch {res['epoch']}); run folder: {Path(cfg.out).resolve()}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
