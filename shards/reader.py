@@ -1,0 +1,423 @@
+"""One converter core for InterHand2.6M, RHD and STB: stream a split's annotation files into
+compact numpy arrays (no per-annotation Python objects), then build records on demand.
+
+    from shards.reader import load_split, iter_records
+    data = load_split("interhand", "/data/InterHand2.6M", "val", rootnet="auto", fps=5)
+    data.problems            # {row: reason} annotations that cannot be used (nothing is dropped silently)
+    data.records(rows)       # list of record dicts (see the common record definition); raises AnnotationError
+    for rec in iter_records("rhd", "/data/RHD/data", "test"): ...   # every record, strict by default
+
+Records follow SPEC sections 2-3: joint_cam = R (X_world - campos) (or the inline joint_cam),
+joint_img = its projection (or the inline joint_img), joint_valid with the root rule, bbox =
+process_bbox(bbox_raw), abs_depth = joint_cam[[20, 41], 2], hand_type_vec from the hand type.
+"""
+import math
+import os
+from array import array
+
+import numpy as np
+
+from . import geometry, skeleton
+from .jsonstream import stream_items, stream_kvitems
+from .sources import Source, get_source
+
+HT_CODE = {h: i for i, h in enumerate(skeleton.HAND_TYPES)}
+_CAP_SHIFT = np.int64(1) << np.int64(32)
+
+
+class AnnotationError(ValueError):
+    """An annotation that cannot be used; names the file, the annotation and the field."""
+
+    def __init__(self, file: str, annot_id, field: str, reason: str):
+        self.file, self.annot_id, self.field, self.reason = file, annot_id, field, reason
+        super().__init__(f"{file}: annotation {annot_id}: field {field!r}: {reason}")
+
+
+def _floats(value, shape, what):
+    """value -> float64 array of `shape` (None -> NaN); raises ValueError with a reason."""
+    try:
+        a = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{what}: not numeric ({e})") from None
+    if a.size == int(np.prod(shape)) and a.shape != shape:
+        a = a.reshape(shape)  # e.g. joint_valid given as 42 one-element lists
+    if a.shape != shape:
+        raise ValueError(f"{what}: shape {a.shape}, expected {shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{what}: contains NaN or infinity")
+    return a
+
+
+def _fast_interhand_ann(ann, hand_types):
+    """(image_id, bbox, hand type code, hand_type_valid, joint_valid bytes) of a well-formed
+    InterHand2.6M annotation, or None to take the checking path that names what is wrong."""
+    try:
+        b, v, h, valid = ann["bbox"], ann["joint_valid"], ann["hand_type"], ann["hand_type_valid"]
+        if len(b) != 4 or len(v) != 42 or h not in hand_types or valid not in (0, 1):
+            return None
+        b = [float(x) for x in b]
+        flat = [x[0] if type(x) is list and len(x) == 1 else x for x in v]
+        if not all(x == 0 or x == 1 for x in flat) or not all(map(math.isfinite, b)) or max(b[2], b[3]) <= 0:
+            return None
+        return int(ann["image_id"]), b, HT_CODE[h], int(valid), bytes(int(x) for x in flat)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+class SplitData:
+    """A split's annotations as compact arrays. Rows are annotations in file order."""
+
+    def __init__(self, source: Source, root: str, split: str, rootnet: str | None = None, fps: int = 5,
+                 progress: bool = False):
+        if split not in source.splits:
+            raise ValueError(f"source {source.name!r} has no split {split!r} (has {source.splits})")
+        if fps not in (5, 30):
+            raise ValueError(f"fps must be 5 or 30, got {fps}")
+        self.source, self.root, self.split, self.fps = source, os.path.abspath(root), split, fps
+        self.data_file = os.path.join(self.root, source.data_file[split])
+        self.problems: dict[int, str] = {}
+        self._load_images(progress)
+        self._load_annotations(progress)
+        self._join_images()
+        if source.world:
+            self._load_cameras()
+            self._load_frames()
+        self.rootnet_file = self._find_rootnet(rootnet)
+        if self.rootnet_file:
+            self._load_rootnet()
+
+    # ---- parsing -------------------------------------------------------------------------
+    def _load_images(self, progress):
+        inline = not self.source.world
+        ints = {k: array("q") for k in ("id", "width", "height", "capture", "subject", "frame_idx", "seq", "cam")}
+        cam_param = array("f")
+        names, offsets = bytearray(), array("q", [0])
+        self.seq_names, self.cam_names, self.image_problems = [], [], {}
+        seq_ix, cam_ix = {}, {}
+        for i, img in enumerate(stream_items(self.data_file, "images.item", progress and "images")):
+            try:
+                iid = int(img["id"])
+            except (KeyError, TypeError, ValueError):
+                raise ValueError(f"{self.data_file}: images[{i}]: missing or bad field 'id'") from None
+            row = {"id": iid, "width": 0, "height": 0, "capture": -1, "subject": -1, "frame_idx": -1}
+            seq, cam, fname, cp = "", "", "", np.zeros(4)
+            try:
+                required = ("width", "height") + (() if inline else ("capture", "frame_idx"))
+                for k in required:
+                    if k not in img:
+                        raise ValueError(f"missing field {k!r}")
+                    row[k] = int(img[k])
+                for k in ("capture", "frame_idx", "subject"):
+                    if k not in required and img.get(k) is not None:
+                        row[k] = int(img[k])
+                seq, cam = str(img.get("seq_name", "")), str(img.get("camera", ""))
+                if "file_name" not in img:
+                    raise ValueError("missing field 'file_name'")
+                fname = str(img["file_name"])
+                if inline:
+                    p = img.get("cam_param")
+                    if not isinstance(p, dict):
+                        raise ValueError("missing field 'cam_param'")
+                    cp = np.concatenate([_floats(p.get("focal"), (2,), "cam_param.focal"),
+                                         _floats(p.get("princpt"), (2,), "cam_param.princpt")])
+            except (TypeError, ValueError) as e:
+                self.image_problems[i] = f"{os.path.basename(self.data_file)}: image {iid}: {e}"
+            for k, v in row.items():
+                ints[k].append(v)
+            ints["seq"].append(seq_ix.setdefault(seq, len(seq_ix)))
+            ints["cam"].append(cam_ix.setdefault(cam, len(cam_ix)))
+            names += fname.encode()
+            offsets.append(len(names))
+            cam_param.extend(cp)
+        self.seq_names, self.cam_names = list(seq_ix), list(cam_ix)
+        self.img = {k: np.frombuffer(v, dtype=np.int64) if len(v) else np.zeros(0, np.int64) for k, v in ints.items()}
+        self.img_cam_param = np.frombuffer(cam_param, dtype=np.float32).reshape(-1, 4) if inline else None
+        self.img_names, self.img_name_off = bytes(names), np.frombuffer(offsets, dtype=np.int64)
+        ids = self.img["id"]
+        if len(np.unique(ids)) != len(ids):
+            raise ValueError(f"{self.data_file}: images[] has duplicate ids")
+
+    def _load_annotations(self, progress):
+        inline, src = not self.source.world, self.source
+        ids, img_ids, ht, htv = array("q"), array("q"), array("b"), array("b")
+        bbox, jv = array("f"), bytearray()
+        jc, ji = array("f"), array("f")
+        base = os.path.basename(self.data_file)
+        for i, ann in enumerate(stream_items(self.data_file, "annotations.item", progress and "annotations")):
+            try:
+                aid = int(ann["id"])
+            except (KeyError, TypeError, ValueError):
+                raise ValueError(f"{self.data_file}: annotations[{i}]: missing or bad field 'id'") from None
+            fast = None if inline else _fast_interhand_ann(ann, src.hand_types)
+            if fast is not None:  # the common, well-formed case without numpy per annotation
+                ids.append(aid)
+                img_ids.append(fast[0])
+                bbox.extend(fast[1])
+                ht.append(fast[2])
+                htv.append(fast[3])
+                jv += fast[4]
+                continue
+            row_bbox, row_jv, code, valid = np.zeros(4), np.zeros(42), -1, 0
+            row_jc, row_ji, image_id = np.zeros((42, 3)), np.zeros((42, 2)), -1
+            field = "image_id"
+            try:
+                image_id = int(ann["image_id"])
+                field = "bbox"
+                row_bbox = _floats(ann["bbox"], (4,), "bbox")
+                if max(row_bbox[2], row_bbox[3]) <= 0:  # one side > 0 is fine: SPEC 3.1 grows the other
+                    raise ValueError(f"bbox {row_bbox.tolist()} has no extent")
+                field = "hand_type"
+                h = ann["hand_type"]
+                if h not in src.hand_types:
+                    raise ValueError(f"{h!r} is not one of {src.hand_types}")
+                code = HT_CODE[h]
+                field = "hand_type_valid"
+                valid = src.fixed_hand_type_valid if src.fixed_hand_type_valid is not None else int(ann[field])
+                if valid not in (0, 1):
+                    raise ValueError(f"{valid} is not 0 or 1")
+                field = "joint_valid"
+                n = 42 if not inline else 21
+                v = _floats(ann["joint_valid"], (n,), "joint_valid")
+                if not np.isin(v, (0.0, 1.0)).all():
+                    raise ValueError("values must be 0 or 1")
+                if inline:
+                    half = skeleton.RIGHT if h == "right" else skeleton.LEFT
+                    perm = list(src.perm)
+                    row_jv[half] = v[perm]
+                    field = "joint_cam"
+                    row_jc[half] = _floats(ann["joint_cam"], (21, 3), "joint_cam")[perm]
+                    field = "joint_img"
+                    row_ji[half] = _floats(ann["joint_img"], (21, 2), "joint_img")[perm]
+                else:
+                    row_jv = v
+            except KeyError as e:
+                self.problems[i] = f"{base}: annotation {aid}: field {field!r}: missing {e}"
+            except (TypeError, ValueError) as e:
+                self.problems[i] = f"{base}: annotation {aid}: field {field!r}: {e}"
+            ids.append(aid)
+            img_ids.append(image_id)
+            ht.append(code)
+            htv.append(valid)
+            bbox.extend(row_bbox.astype(np.float32))
+            jv += row_jv.astype(np.uint8).tobytes()
+            if inline:
+                jc.extend(row_jc.astype(np.float32).ravel())
+                ji.extend(row_ji.astype(np.float32).ravel())
+        self.annot_id = np.frombuffer(ids, np.int64) if len(ids) else np.zeros(0, np.int64)
+        self.ann_image_id = np.frombuffer(img_ids, np.int64) if len(ids) else np.zeros(0, np.int64)
+        self.hand_type = np.frombuffer(ht, np.int8) if len(ids) else np.zeros(0, np.int8)
+        self.hand_type_valid = np.frombuffer(htv, np.int8) if len(ids) else np.zeros(0, np.int8)
+        self.bbox_raw = np.frombuffer(bbox, np.float32).reshape(-1, 4)
+        self.joint_valid = np.frombuffer(bytes(jv), np.uint8).reshape(-1, 42)
+        self.inline_cam = np.frombuffer(jc, np.float32).reshape(-1, 42, 3) if inline else None
+        self.inline_img = np.frombuffer(ji, np.float32).reshape(-1, 42, 2) if inline else None
+        if len(np.unique(self.annot_id)) != len(self.annot_id):
+            raise ValueError(f"{self.data_file}: annotations[] has duplicate ids")
+
+    def _join_images(self):
+        ids = self.img["id"]
+        order = np.argsort(ids, kind="stable")
+        pos = np.searchsorted(ids[order], self.ann_image_id)
+        pos = np.minimum(pos, max(len(ids) - 1, 0))
+        found = (ids[order][pos] == self.ann_image_id) if len(ids) else np.zeros(len(self.annot_id), bool)
+        self.ann_img = np.where(found, order[pos] if len(ids) else 0, -1)
+        base = os.path.basename(self.data_file)
+        for r in np.flatnonzero(~found):
+            self.problems.setdefault(int(r), f"{base}: annotation {self.annot_id[r]}: field 'image_id': "
+                                             f"no image with id {self.ann_image_id[r]}")
+        for r in np.flatnonzero(found):
+            reason = self.image_problems.get(int(self.ann_img[r]))
+            if reason:
+                self.problems.setdefault(int(r), reason)
+
+    def _load_cameras(self):
+        path = os.path.join(self.root, self.source.camera_file.format(split=self.split))
+        keys, params, bad = {}, [], {}
+        for cap, c in stream_kvitems(path, ""):
+            cams = c.get("campos", {}) if isinstance(c, dict) else {}
+            for cam in cams:
+                k = keys.setdefault((str(cap), str(cam)), len(keys))
+                try:
+                    params.append(np.concatenate([
+                        _floats(c["campos"][cam], (3,), "campos").ravel(),
+                        _floats(c["camrot"][cam], (3, 3), "camrot").ravel(),
+                        _floats(c["focal"][cam], (2,), "focal"), _floats(c["princpt"][cam], (2,), "princpt")]))
+                except (KeyError, TypeError, ValueError) as e:
+                    bad[k] = f"{os.path.basename(path)}: capture {cap} camera {cam}: " + (
+                        f"missing {e}" if isinstance(e, KeyError) else str(e))
+                    params.append(np.zeros(16))
+        self.cam_params = np.asarray(params, dtype=np.float64).reshape(-1, 16)
+        caps = {cap for cap, _ in keys}
+        # (capture, camera name index) pairs used by images -> camera row, per image.
+        pairs = self.img["capture"] * len(self.cam_names) + self.img["cam"]
+        uniq, inv = np.unique(pairs, return_inverse=True)
+        rows, base = np.full(len(uniq), -1, np.int64), os.path.basename(path)
+        pair_reason = {}
+        for u, p in enumerate(uniq):
+            cap, cam = str(int(p) // max(len(self.cam_names), 1)), self.cam_names[int(p) % max(len(self.cam_names), 1)]
+            if (cap, cam) in keys and keys[(cap, cam)] not in bad:
+                rows[u] = keys[(cap, cam)]
+            elif (cap, cam) in keys:
+                pair_reason[u] = bad[keys[(cap, cam)]]
+            else:
+                pair_reason[u] = f"{base}: no capture {cap}" if cap not in caps else f"{base}: capture {cap} has no camera {cam!r}"
+        self.img_camrow = rows[inv.reshape(-1)] if len(pairs) else np.zeros(0, np.int64)
+        self._mark(self.img_camrow < 0, lambda img_row: pair_reason[int(inv.reshape(-1)[img_row])], "camera")
+
+    def _load_frames(self):
+        path = os.path.join(self.root, self.source.joint_file.format(split=self.split))
+        keys, world, bad = array("q"), [], {}
+        for cap, frames in stream_kvitems(path, ""):
+            for frame, v in (frames.items() if isinstance(frames, dict) else ()):
+                try:
+                    key = int(cap) * _CAP_SHIFT + int(frame)
+                except ValueError:
+                    raise ValueError(f"{path}: capture {cap!r} frame {frame!r}: keys must be integers") from None
+                try:
+                    world.append(_floats(v["world_coord"], (42, 3), "world_coord").astype(np.float32))
+                except (KeyError, TypeError, ValueError) as e:
+                    bad[len(keys)] = f"{os.path.basename(path)}: capture {cap} frame {frame}: " + (
+                        "missing 'world_coord'" if isinstance(e, KeyError) else str(e))
+                    world.append(np.zeros((42, 3), np.float32))
+                keys.append(key)
+        keys = np.frombuffer(keys, np.int64) if len(keys) else np.zeros(0, np.int64)
+        order = np.argsort(keys, kind="stable")
+        self.world = np.stack(world)[order] if world else np.zeros((0, 42, 3), np.float32)
+        keys = keys[order]
+        bad = {int(np.flatnonzero(order == r)[0]): m for r, m in bad.items()}
+        want = self.img["capture"] * _CAP_SHIFT + self.img["frame_idx"]
+        pos = np.minimum(np.searchsorted(keys, want), max(len(keys) - 1, 0))
+        found = (keys[pos] == want) if len(keys) else np.zeros(len(want), bool)
+        self.img_framerow = np.where(found, pos, -1)
+        base = os.path.basename(path)
+
+        def reason(img_row):
+            r = int(self.img_framerow[img_row])
+            if r >= 0:
+                return bad[r]
+            cap, fr = int(self.img["capture"][img_row]), int(self.img["frame_idx"][img_row])
+            return f"{base}: capture {cap} has no frame {fr}" if (keys // _CAP_SHIFT == cap).any() else f"{base}: no capture {cap}"
+        bad_rows = np.fromiter(bad, np.int64, len(bad))
+        self._mark(~found | np.isin(self.img_framerow, bad_rows), reason, "world_coord")
+
+    def _mark(self, bad_img, reason, what):
+        """Record a problem for every annotation whose image row is flagged in bad_img."""
+        if not bad_img.any():
+            return
+        ok = self.ann_img >= 0
+        rows = np.flatnonzero(ok & bad_img[np.where(ok, self.ann_img, 0)])
+        for r in rows:
+            if int(r) not in self.problems:
+                self.problems[int(r)] = f"annotation {self.annot_id[r]}: {what}: {reason(int(self.ann_img[r]))}"
+
+    def _find_rootnet(self, rootnet):
+        if rootnet in (None, "", "none"):
+            return None
+        if rootnet != "auto":
+            if not os.path.isfile(rootnet):
+                raise FileNotFoundError(f"RootNet file {rootnet} does not exist")
+            return os.path.abspath(rootnet)
+        fps = "_30fps" if self.fps == 30 else ""
+        for t in self.source.rootnet_file.get(self.split, ()):
+            p = os.path.normpath(os.path.join(self.root, t.format(fps=fps)))
+            if os.path.isfile(p):
+                return p
+        return None
+
+    def _load_rootnet(self):
+        n, path = len(self.annot_id), self.rootnet_file
+        self.rootnet_bbox = np.full((n, 4), np.nan, np.float32)
+        self.rootnet_depth = np.full((n, 2), np.nan, np.float32)
+        order = np.argsort(self.annot_id)
+        for i, e in enumerate(stream_items(path, "item")):
+            try:
+                aid = int(e["annot_id"])
+                b = _floats(e["bbox"], (4,), "bbox")
+                d = np.asarray(e["abs_depth"], dtype=np.float64).reshape(-1)
+                d = _floats(np.repeat(d, 2) if d.size == 1 else d, (2,), "abs_depth")
+            except (KeyError, TypeError, ValueError) as err:
+                raise ValueError(f"{path}: entry {i}: {err}") from None
+            p = np.searchsorted(self.annot_id[order], aid)
+            if p < n and self.annot_id[order][p] == aid:
+                self.rootnet_bbox[order[p]], self.rootnet_depth[order[p]] = b, d
+        base = os.path.basename(path)
+        for r in np.flatnonzero(np.isnan(self.rootnet_bbox[:, 0])):
+            self.problems.setdefault(int(r), f"{base}: no RootNet entry for annotation {self.annot_id[r]}")
+
+    # ---- records -------------------------------------------------------------------------
+    def __len__(self):
+        return len(self.annot_id)
+
+    def file_name(self, img_row: int) -> str:
+        return self.img_names[self.img_name_off[img_row]:self.img_name_off[img_row + 1]].decode()
+
+    def image_path(self, img_row: int) -> str:
+        t = self.source.image_file[self.split]
+        return os.path.join(self.root, t.format(file_name=self.file_name(img_row),
+                                                seq_name=self.seq_names[self.img["seq"][img_row]]))
+
+    def records(self, rows) -> list:
+        """Records for annotation rows (any order); AnnotationError for a row with a problem."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        for r in rows:
+            if int(r) in self.problems:
+                raise AnnotationError(self.data_file, int(self.annot_id[r]), "annotation", self.problems[int(r)])
+        img = self.ann_img[rows]
+        if self.source.world:
+            p = self.cam_params[self.img_camrow[img]]
+            campos, camrot, focal, princpt = p[:, :3], p[:, 3:12].reshape(-1, 3, 3), p[:, 12:14], p[:, 14:16]
+            X = self.world[self.img_framerow[img]].astype(np.float64) - campos[:, None, :]
+            jc = np.einsum("nij,nkj->nki", camrot, X)  # (n, 42, 3): R (X - campos), per annotation's camera
+            ji = geometry.cam2pixel(jc, focal[:, None, :], princpt[:, None, :])[..., :2]
+        else:
+            jc, ji = self.inline_cam[rows], self.inline_img[rows]
+            focal, princpt = self.img_cam_param[img, :2], self.img_cam_param[img, 2:]
+        jc, ji = jc.astype(np.float32), ji.astype(np.float32)
+        jv = self.joint_valid[rows].astype(np.float32)
+        jv[:, skeleton.RIGHT] *= jv[:, skeleton.ROOT["right"], None]  # root rule (SPEC 2)
+        jv[:, skeleton.LEFT] *= jv[:, skeleton.ROOT["left"], None]
+        bbox = geometry.process_bbox(self.bbox_raw[rows])
+        abs_depth = jc[:, [skeleton.ROOT["right"], skeleton.ROOT["left"]], 2]
+        has_rn = self.rootnet_file is not None
+        out = []
+        for i, r in enumerate(rows):
+            m = int(img[i])
+            ht = skeleton.HAND_TYPES[self.hand_type[r]]
+            subject = int(self.img["subject"][m])
+            out.append({
+                "annot_id": int(self.annot_id[r]), "image_id": int(self.img["id"][m]),
+                "file_name": self.file_name(m), "image_path": self.image_path(m),
+                "capture": int(self.img["capture"][m]), "subject": None if subject < 0 else subject,
+                "seq_name": self.seq_names[self.img["seq"][m]], "camera": self.cam_names[self.img["cam"][m]],
+                "frame_idx": int(self.img["frame_idx"][m]),
+                "width": int(self.img["width"][m]), "height": int(self.img["height"][m]),
+                "focal": focal[i].astype(np.float32), "princpt": princpt[i].astype(np.float32),
+                "bbox_raw": self.bbox_raw[r].copy(), "bbox": bbox[i],
+                "joint_cam": jc[i], "joint_img": ji[i], "joint_valid": jv[i],
+                "hand_type": ht, "hand_type_vec": skeleton.hand_type_vec(ht),
+                "hand_type_valid": int(self.hand_type_valid[r]), "abs_depth": abs_depth[i],
+                "rootnet_bbox": self.rootnet_bbox[r].copy() if has_rn else None,
+                "rootnet_abs_depth": self.rootnet_depth[r].copy() if has_rn else None,
+            })
+        return out
+
+
+def load_split(source, root: str, split: str, rootnet: str | None = "auto", fps: int = 5,
+               progress: bool = False) -> SplitData:
+    """Parse one split (streaming). source: a Source or its name. rootnet: a file, "auto" (look for
+    the data set's RootNet file beside the annotations) or None."""
+    src = get_source(source) if isinstance(source, str) else source
+    return SplitData(src, root, split, rootnet=rootnet, fps=fps, progress=progress)
+
+
+def iter_records(source, root: str, split: str, rootnet: str | None = "auto", fps: int = 5,
+                 strict: bool = True, batch: int = 1024):
+    """Yield every record of a split in file order. strict: raise AnnotationError on the first
+    unusable annotation; otherwise skip it (SplitData.problems lists them: use load_split)."""
+    data = load_split(source, root, split, rootnet=rootnet, fps=fps)
+    if strict and data.problems:
+        r = min(data.problems)
+        raise AnnotationError(data.data_file, int(data.annot_id[r]), "annotation", data.problems[r])
+    good = np.array([r for r in range(len(data)) if r not in data.problems], dtype=np.int64)
+    for s in range(0, len(good), batch):
+        yield from data.records(good[s:s + batch])

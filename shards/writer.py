@@ -1,0 +1,316 @@
+"""Streaming conversion of one data set split into webdataset shards (the offline step).
+
+Run it as `python -m shards --source interhand --root DATA --out OUT` (see shards/__main__.py),
+or call convert_split(...). Read the result with shards.index (list_shards, iter_shard_samples)
+or DALI's fn.readers.webdataset.
+
+Layout of OUT/<split>/ (OUT: a local path or any fsspec URL):
+  <split>-000000.tar, ...  plain ustar archives, one sample per annotation, samples shuffled
+        globally with a fixed seed. Sample key = annot_id as 9+ digits (e.g. "000012345");
+        members in this order: <key>.jpg  the original image bytes, unchanged (JPEG; RHD's
+        are PNG files under the same component name - DALI's decoder sniffs the format),
+        <key>.json  every record field except image_path (shards.reader; arrays as lists,
+        float32 values, rootnet_* null when no RootNet file), <key>.lbl  float32 labels
+        (shards.labels), <key>.ids  int64 [annot_id, image_id]. Fixed mtime/uid/mode: the same
+        input and seed give byte-identical shards.
+  <split>-000000.idx, ...  DALI index beside each tar (the format of DALI's wds2idx).
+  manifest.json  {"format": "interhand-shards", "version", "complete", "source", "split",
+        "options": {...}, "inputs": {file: [size, mtime_ns]}, "plan": sha256 of the sample order
+        and shard boundaries, "counts": {"annotations", "total" (written), "hand_type": {right,
+        left, interacting}, "skipped", "skipped_by_kind"}, "skipped": [{"annot_id", "kind",
+        "reason"}], "shards": [{"tar", "idx", "count", "bytes", "sha256", "idx_sha256",
+        "hand_type": {...}, "skipped": [...]}]}. Shards with count 0 have no files.
+Writes go to a temporary name and are renamed. A re-run with the same arguments keeps the shards
+the manifest lists whose sha256 still matches and writes only the rest.
+"""
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import time
+
+import fsspec
+import numpy as np
+import simplejpeg
+from tqdm import tqdm
+
+from . import labels
+from .index import ShardTar
+from .reader import AnnotationError, load_split
+
+CONVERTER_VERSION = "1"
+EST_META_BYTES = 4 * 512 + 6144  # headers + json + lbl + ids per sample, for sizing shards by bytes
+VERIFY = ("full", "header", "none")
+_STATE = {}  # per process: the split data and options, inherited by forked workers (no pickling)
+
+
+def check_image(data: bytes, verify: str) -> str | None:
+    """None if the image is usable, else the reason. verify: "full" decodes every byte of the
+    compressed stream (truncated or corrupt data fails), "header" only the header, "none" nothing."""
+    if verify == "none":
+        return None if data else "empty image file"
+    try:
+        if data[:2] == b"\xff\xd8":
+            if verify == "full":  # the whole entropy-coded stream, IDCT at 1/8 scale (faster)
+                simplejpeg.decode_jpeg(data, strict=True, min_height=1, min_width=1, min_factor=8)
+            else:
+                simplejpeg.decode_jpeg_header(data)
+                if not data.rstrip(b"\0").endswith(b"\xff\xd9"):
+                    return "truncated (no JPEG end marker)"
+        elif data[:8] == b"\x89PNG\r\n\x1a\n":
+            import io
+
+            from PIL import Image
+            with Image.open(io.BytesIO(data)) as im:
+                im.load() if verify == "full" else im.size
+            if not data.endswith(b"IEND\xaeB`\x82"):
+                return "truncated (no PNG end chunk)"
+        else:
+            return "not a JPEG or PNG file"
+    except Exception as e:  # noqa: BLE001 - any decoder failure means "does not decode"
+        return f"does not decode ({type(e).__name__}: {e})"
+    return None
+
+
+def _json_bytes(rec) -> bytes:
+    out = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in rec.items() if k != "image_path"}
+    return json.dumps(out, separators=(",", ":")).encode()
+
+
+def _write_shard(job):
+    """Worker: build, check and write one whole shard (temp names, then rename)."""
+    no, rows = job
+    st = _STATE
+    data, fs, out_dir, split = st["data"], st["fs"], st["out_dir"], st["split"]
+    name = f"{split}-{no:06d}"
+    tar_path, idx_path = f"{out_dir}/{name}.tar", f"{out_dir}/{name}.idx"
+    skipped, counts, done = [], {"right": 0, "left": 0, "interacting": 0}, 0
+    with fs.open(tar_path + ".tmp", "wb") as f:
+        tar = ShardTar(f)
+        for s in range(0, len(rows), 256):
+            for rec in data.records(rows[s:s + 256]):
+                try:
+                    with open(rec["image_path"], "rb") as img:
+                        jpg = img.read()
+                    reason = check_image(jpg, st["verify"])
+                except OSError as e:
+                    reason = f"cannot read image ({e.strerror})"
+                if reason:
+                    msg = f"{rec['image_path']}: {reason}"
+                    if st["strict"]:
+                        raise ValueError(f"annotation {rec['annot_id']}: {msg}")
+                    skipped.append({"annot_id": rec["annot_id"], "kind": "bad image", "reason": msg})
+                    continue
+                lbl, ids = labels.encode(rec)
+                tar.add(f"{rec['annot_id']:09d}", [("jpg", jpg), ("json", _json_bytes(rec)), ("lbl", lbl), ("ids", ids)])
+                counts[rec["hand_type"]] += 1
+            if st.get("counter") is not None:
+                with st["counter"].get_lock():
+                    st["counter"].value += min(256, len(rows) - s)
+            done += min(256, len(rows) - s)
+        size, sha = tar.finish()
+    entry = {"tar": name + ".tar", "idx": name + ".idx", "count": len(tar.samples), "bytes": size,
+             "sha256": sha, "idx_sha256": None, "hand_type": counts, "skipped": skipped}
+    if not tar.samples:  # nothing usable: no files (DALI rejects an empty tar)
+        fs.rm(tar_path + ".tmp")
+        entry["bytes"], entry["sha256"] = 0, None
+        return no, entry
+    idx = tar.index_text().encode()
+    entry["idx_sha256"] = hashlib.sha256(idx).hexdigest()
+    with fs.open(idx_path + ".tmp", "wb") as f:
+        f.write(idx)
+    fs.mv(idx_path + ".tmp", idx_path)
+    fs.mv(tar_path + ".tmp", tar_path)
+    return no, entry
+
+
+def _sha256(fs, path):
+    h = hashlib.sha256()
+    with fs.open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _verify_shard(entry):
+    """Worker: is a shard listed in the old manifest still intact?"""
+    fs, d = _STATE["fs"], _STATE["out_dir"]
+    if entry["count"] == 0:
+        return True
+    tar, idx = f"{d}/{entry['tar']}", f"{d}/{entry['idx']}"
+    return (fs.exists(tar) and fs.exists(idx) and fs.size(tar) == entry["bytes"]
+            and _sha256(fs, tar) == entry["sha256"] and _sha256(fs, idx) == entry["idx_sha256"])
+
+
+def _stat_images(rows):
+    """Worker: image file sizes (-1 when missing) for annotation rows."""
+    data = _STATE["data"]
+    out = np.empty(len(rows), np.int64)
+    for i, r in enumerate(rows):
+        try:
+            out[i] = os.path.getsize(data.image_path(int(data.ann_img[r])))
+        except OSError:
+            out[i] = -1
+    return out
+
+
+def plan_shards(sizes, shard_bytes: int | None, shard_count: int | None) -> list[int]:
+    """Split a sequence of per-sample byte estimates into shards; returns boundaries [0, ..., n]."""
+    bounds, acc, n = [0], 0, 0
+    for i, s in enumerate(sizes):
+        full = (shard_count and n >= shard_count) or (shard_bytes and n and acc + s > shard_bytes)
+        if full:
+            bounds.append(i)
+            acc, n = 0, 0
+        acc, n = acc + int(s), n + 1
+    if n:
+        bounds.append(len(sizes))
+    return bounds
+
+
+class _Pool:
+    """Forked worker processes sharing the parsed split; in-process when workers == 1."""
+
+    def __init__(self, workers):
+        self.pool = mp.get_context("fork").Pool(workers) if workers > 1 else None
+
+    def map(self, fn, jobs):
+        return self.pool.map(fn, jobs, chunksize=1) if self.pool else [fn(j) for j in jobs]
+
+    def imap(self, fn, jobs):
+        return self.pool.imap_unordered(fn, jobs, chunksize=1) if self.pool else (fn(j) for j in jobs)
+
+    def close(self):
+        if self.pool:
+            self.pool.terminate()
+            self.pool.join()
+
+
+def _fingerprint(data) -> dict:
+    files = [data.data_file, data.rootnet_file]
+    if data.source.world:
+        files += [os.path.join(data.root, t.format(split=data.split)) for t in (data.source.camera_file, data.source.joint_file)]
+    return {os.path.basename(p): [os.path.getsize(p), os.stat(p).st_mtime_ns] for p in files if p}
+
+
+def _write_json(fs, path, obj):
+    with fs.open(path + ".tmp", "wb") as f:
+        f.write(json.dumps(obj, indent=1).encode())
+    fs.mv(path + ".tmp", path)
+
+
+def _old_manifest(fs, path):
+    if not fs.exists(path):
+        return None
+    try:
+        with fs.open(path, "rb") as f:
+            return json.load(f)
+    except ValueError:
+        return None  # a torn or foreign file: start over
+
+
+def _remove_stale(fs, out_dir, split, keep: set):
+    """Delete shard files and temp files of this split that the new plan does not keep."""
+    for p in fs.ls(out_dir, detail=False):
+        name = p.rsplit("/", 1)[-1]
+        if name.startswith(f"{split}-") and (name.endswith(".tmp") or name.endswith((".tar", ".idx"))) and name not in keep:
+            fs.rm(p)
+
+
+def _results(pool, todo, bar):
+    """Yield (shard no, entry) as workers finish, ticking the progress bar from the shared counter."""
+    counter = _STATE["counter"]
+    it = pool.imap(_write_shard, todo)
+    while True:
+        try:
+            res = it.next(timeout=0.5) if pool.pool else next(it)
+        except mp.TimeoutError:
+            res = None
+        except StopIteration:
+            return
+        bar.update(counter.value - bar.n)
+        if res is not None:
+            yield res
+
+
+def convert_split(source, root: str, out: str, split: str, *, rootnet: str | None = "auto", fps: int = 5,
+                  shard_size: int | None = 512 << 20, shard_count: int | None = None, workers: int | None = None,
+                  seed: int = 0, strict: bool = False, verify: str = "full", progress: bool = True) -> dict:
+    """Convert one split to OUT/<split>/ (layout in the module docstring); returns the manifest."""
+    if verify not in VERIFY:
+        raise ValueError(f"verify must be one of {VERIFY}, got {verify!r}")
+    if not shard_size and not shard_count:
+        raise ValueError("give a shard size in bytes and/or a shard sample count")
+    workers = workers or os.cpu_count() or 1
+    fs, base = fsspec.core.url_to_fs(out)
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    if workers > 1 and "memory" in protocols:
+        raise ValueError("memory:// file systems live in one process: use workers=1")
+    out_dir = base.rstrip("/") + "/" + split
+    fs.makedirs(out_dir, exist_ok=True)
+    t0 = time.time()
+    data = load_split(source, root, split, rootnet=rootnet, fps=fps, progress=progress)
+    t_parse = time.time()
+    if strict and data.problems:
+        r = min(data.problems)
+        raise AnnotationError(data.data_file, int(data.annot_id[r]), "annotation", data.problems[r])
+    skipped = [{"annot_id": int(data.annot_id[r]), "kind": "unusable annotation", "reason": m}
+               for r, m in sorted(data.problems.items())]
+    good = np.setdiff1d(np.arange(len(data)), np.fromiter(data.problems, np.int64, len(data.problems)))
+    order = good[np.random.default_rng(seed).permutation(len(good))]
+    _STATE.clear()
+    _STATE.update(data=data, fs=fs, out_dir=out_dir, split=split, verify=verify, strict=strict,
+                  counter=mp.get_context("fork").Value("q", 0))
+    pool = _Pool(workers)
+    try:
+        chunks = np.array_split(order, max(1, min(len(order) // 4096, 64 * workers)))
+        sizes = np.concatenate(pool.map(_stat_images, chunks)) if len(order) else np.zeros(0, np.int64)
+        for r in order[sizes < 0]:
+            msg = f"{data.image_path(int(data.ann_img[r]))}: image file missing"
+            if strict:
+                raise FileNotFoundError(f"annotation {data.annot_id[r]}: {msg}")
+            skipped.append({"annot_id": int(data.annot_id[r]), "kind": "missing image", "reason": msg})
+        order, sizes = order[sizes >= 0], sizes[sizes >= 0]
+        bounds = plan_shards((sizes + 511) // 512 * 512 + EST_META_BYTES, shard_size, shard_count)
+        jobs = [(i, order[bounds[i]:bounds[i + 1]]) for i in range(len(bounds) - 1)]
+        plan = hashlib.sha256(data.annot_id[order].astype("<i8").tobytes() + np.asarray(bounds, "<i8").tobytes())
+        man = {"format": "interhand-shards", "version": CONVERTER_VERSION, "complete": False,
+               "source": data.source.name, "split": split,
+               "options": {"root": data.root, "rootnet": data.rootnet_file, "fps": fps, "seed": seed,
+                           "shard_size": shard_size, "shard_count": shard_count, "verify": verify},
+               "inputs": _fingerprint(data), "plan": plan.hexdigest(), "shards": [None] * len(jobs)}
+        man_path = out_dir + "/manifest.json"
+        old = _old_manifest(fs, man_path)
+        if old and all(old.get(k) == man[k] for k in ("version", "options", "inputs", "plan")):
+            listed = [(i, e) for i, e in enumerate(old["shards"]) if e is not None]
+            for (i, e), ok in zip(listed, pool.map(_verify_shard, [e for _, e in listed])):
+                man["shards"][i] = e if ok else None
+        kept = {e[k] for e in man["shards"] if e is not None and e["count"] for k in ("tar", "idx")}
+        _remove_stale(fs, out_dir, split, kept)
+        _write_json(fs, man_path, man)
+        todo = [j for j in jobs if man["shards"][j[0]] is None]
+        t_plan = time.time()
+        n_kept = len(jobs) - len(todo)
+        bar = tqdm(total=sum(len(r) for _, r in todo), unit="sample", desc=f"{data.source.name} {split}",
+                   disable=not progress, smoothing=0.1)
+        for no, entry in _results(pool, todo, bar):
+            man["shards"][no] = entry
+            _write_json(fs, man_path, man)  # after every shard: an interrupted run loses no finished shard
+        bar.close()
+    finally:
+        pool.close()
+    entries = man["shards"]
+    skipped += [s for e in entries for s in e["skipped"]]
+    skipped.sort(key=lambda s: s["annot_id"])
+    kinds = {}
+    for s in skipped:
+        kinds[s["kind"]] = kinds.get(s["kind"], 0) + 1
+    man["counts"] = {"annotations": len(data), "total": sum(e["count"] for e in entries),
+                     "hand_type": {h: sum(e["hand_type"][h] for e in entries) for h in ("right", "left", "interacting")},
+                     "skipped": len(skipped), "skipped_by_kind": kinds}
+    man["skipped"] = skipped
+    man["complete"] = True
+    _write_json(fs, man_path, man)
+    man["_run"] = {"seconds": time.time() - t0, "parse_s": t_parse - t0, "plan_s": t_plan - t_parse,
+                   "write_s": time.time() - t_plan, "shards_kept": n_kept, "shards_written": len(jobs) - n_kept}
+    return man
