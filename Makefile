@@ -37,7 +37,25 @@ test: setup
 	$(BIN)/python -m pytest -q tests
 
 synth: setup
-	$(BIN)/python -m shards.synth --out $(SYNTH) --size $(SIZE)
+	$(BIN)/python -m shards.synth --out $(SYNTH)/$(SOURCE) --size $(SIZE) --format $(SOURCE)
+
+# make shards [DATA=<data set root>] [SOURCE=interhand|rhd|stb] [OUT=<dir or fsspec URL>]
+# Without DATA, the embedded synthetic set of that format is generated first.
+shards: setup
+	@if [ -z "$(DATA)" ]; then \
+	  $(BIN)/python -m shards.synth --out $(SYNTH)/$(SOURCE) --size $(SIZE) --format $(SOURCE) && \
+	  root=$(SYNTH)/$(SOURCE); else root=$(DATA); fi; \
+	$(BIN)/python -m shards --source $(SOURCE) --root $$root --out $(OUT)
+
+# Synthetic data -> shards -> train the demo preset -> evaluate, with baselines and pictures.
+demo: setup
+	$(BIN)/python -m train.demo $(ARGS)
+
+bench: setup
+	$(BIN)/python benchmarks/loss.py
+	$(BIN)/python benchmarks/pipeline.py
+	$(BIN)/python benchmarks/eval.py
+	$(BIN)/python benchmarks/train.py
 
 clean:
 	rm -rf $(VENV) data runs

@@ -80,7 +80,7 @@ def train(cfg: TrainConfig, d: Dist, model: torch.nn.Module, criterion, train_lo
 
     def save_state():
         state = {
-            "model": raw_model.state_dict(), "model_config": getattr(raw_model, "config", None),
+            "model": raw_model.state_dict(), "model_config": raw_model.config.to_dict(),
             "optimizer": optimizer.state_dict(), "step": step, "epoch": epoch,
             "step_in_epoch": step_in_epoch, "loader": train_loader.state_dict(),
             "rng": ckpt.rng_state(), "config": cfg.to_dict(),

@@ -45,7 +45,7 @@ def seed_everything(cfg: TrainConfig, rank: int) -> None:
 
 
 def run(cfg: TrainConfig, device: str | None = None) -> dict:
-    from model import build_model, Criterion, load_backbone_weights
+    from model import Criterion, build_model, load_backbone_weights, save_checkpoint
     from pipeline import build_loader
     from train.loop import train
     from train.plots import plot_curves
@@ -77,6 +77,8 @@ def run(cfg: TrainConfig, device: str | None = None) -> dict:
         validate = make_validator(cfg, d, mc, f"{shards}/{cfg.val_split}", criterion) if cfg.val_every else None
         result = train(cfg, d, model, criterion, loader, run_dir, validate=validate)
         if d.is_main:
+            save_checkpoint(run_dir / "final.pt", model, epoch=result["epoch"], step=result["step"])
+            print0(d, f"weights: {run_dir / 'final.pt'}")
             png = plot_curves(run_dir)
             print0(d, f"loss curves: {png}")
         return result

@@ -1,0 +1,137 @@
+"""Score hand-pose predictions on a split with the paper's metrics (SPEC section 6).
+
+Score a predictions file (form (a) InterNet output space or (b) camera space, see eval/score.py):
+    python -m eval --predictions preds.npz --shards data/shards/interhand --split test --out runs/eval
+Run a checkpoint through the pipeline and the model, then score (torchrun-aware):
+    python -m eval --checkpoint runs/x/last.pt --shards data/shards/interhand --split val --out runs/eval
+    torchrun --nproc_per_node 8 -m eval --checkpoint ... --device cuda ...
+Add --rootnet to take the bbox and root depth from RootNet (the original's trans_test = 'rootnet').
+Writes OUT/metrics.json, OUT/per_joint.csv, OUT/per_joint.png, OUT/best.png, OUT/worst.png
+(and OUT/predictions.npz with --checkpoint) and prints a summary table.
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+
+from shards.skeleton import JOINT_NAMES, NUM_JOINTS
+
+from . import io as eio
+from .gt import load_gt, load_images
+from .metrics import to_jsonable
+from .score import check_predictions, image_points, load_predictions, score
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m eval", description=__doc__.split("\n")[0])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--predictions", help=".npz of predictions, form (a) or (b)")
+    src.add_argument("--checkpoint", help="model checkpoint: run inference through the pipeline first")
+    p.add_argument("--shards", required=True, help="shard root (OUT of `make shards`; any fsspec URL for --predictions)")
+    p.add_argument("--split", required=True, help="split folder under --shards (val, test, ...)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--rootnet", action="store_true", help="bbox and root depth from RootNet instead of the GT")
+    p.add_argument("--input-size", type=int, nargs="+", help="form (a): input patch W [H] (default 256 or the file's)")
+    p.add_argument("--heatmap-size", type=int, nargs="+", help="form (a): heatmap D [H W] (default 64 or the file's)")
+    p.add_argument("--pictures", type=int, default=8, help="best and worst samples to draw (0: none)")
+    p.add_argument("--batch-size", type=int, default=32, help="--checkpoint: images per batch per rank")
+    p.add_argument("--device", default=None, help="--checkpoint: cpu or cuda (default: cuda when available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    a = p.parse_args(argv)
+    if a.pictures < 0:
+        p.error("--pictures must be >= 0")
+    return a
+
+
+def summary_table(m: dict) -> str:
+    def f(v, unit=""):
+        return "n/a" if v is None or not np.isfinite(v) else f"{v:.2f}{unit}"
+    rows = [("MPJPE single hand", m["num_single"], f(m["mpjpe_single"], " mm")),
+            ("MPJPE interacting", m["num_interacting"], f(m["mpjpe_interacting"], " mm")),
+            ("MPJPE all", m["num_samples"], f(m["mpjpe_all"], " mm")),
+            ("MRRPE", m["mrrpe_count"], f(m["mrrpe"], " mm")),
+            ("Handedness accuracy", m["handedness_count"],
+             "n/a" if not np.isfinite(m["handedness_accuracy"]) else f"{m['handedness_accuracy']:.4f}")]
+    lines = [f"{'metric':<22}{'samples':>10}{'value':>14}", "-" * 46]
+    lines += [f"{name:<22}{n:>10}{v:>14}" for name, n, v in rows]
+    return "\n".join(lines)
+
+
+def per_joint_csv(m: dict) -> str:
+    lines = ["joint,name,mpjpe_single,count_single,mpjpe_interacting,count_interacting,mpjpe_all,count_all"]
+    fmt = lambda v: "" if not np.isfinite(v) else f"{v:.4f}"  # noqa: E731
+    for j in range(NUM_JOINTS):
+        lines.append(f"{j},{JOINT_NAMES[j]},{fmt(m['mpjpe_per_joint_single'][j])},{m['joint_count_single'][j]},"
+                     f"{fmt(m['mpjpe_per_joint_interacting'][j])},{m['joint_count_interacting'][j]},"
+                     f"{fmt(m['mpjpe_per_joint_all'][j])},{m['joint_count_all'][j]}")
+    return "\n".join(lines) + "\n"
+
+
+def draw_extremes(preds, gt, result, out, k, rootnet):
+    """best.png / worst.png: the k samples with the lowest / highest mean joint error."""
+    from . import plots
+
+    err = result["sample_error"]
+    ok = np.flatnonzero(np.isfinite(err))
+    if k == 0 or ok.size == 0:
+        return []
+    order = ok[np.argsort(err[ok], kind="stable")]
+    sets = {"best": order[:k], "worst": order[::-1][:k]}
+    jpgs = load_images(gt, np.concatenate(list(sets.values())))
+    written = []
+    for name, rows in sets.items():
+        imgs = [plots.decode_image(jpgs[int(r)]) for r in rows]
+        titles = [f"annot {int(gt['annot_id'][r])}: {err[r]:.1f} mm" for r in rows]
+        uv = image_points(preds, gt, result, rows, rootnet)
+        written.append(plots.overlay_grid(imgs, uv, gt["joint_img"][rows, :, :2],
+                                          gt["joint_valid"][rows] > 0, titles, os.path.join(out, f"{name}.png")))
+    return written
+
+
+def report(preds: dict, args, source: str) -> dict:
+    """Score loaded predictions against the split, write the outputs, print the table."""
+    from .plots import per_joint_chart
+
+    gt = load_gt(args.shards, args.split, progress=not args.quiet)
+    result = score(preds, gt, rootnet=args.rootnet, source=source)
+    m = result["metrics"]
+    meta = {"split": args.split, "shards": args.shards, "rootnet": bool(args.rootnet), "predictions": source,
+            "form": preds["form"]}
+    if preds["form"] == "a":
+        meta.update(input_size=list(preds["input_size"]), heatmap_size=list(preds["heatmap_size"]),
+                    root_bins=preds["root_bins"])
+    os.makedirs(args.out, exist_ok=True)
+    eio.write_json(os.path.join(args.out, "metrics.json"), {**to_jsonable(m), "meta": meta})
+    eio.write_bytes(os.path.join(args.out, "per_joint.csv"), per_joint_csv(m).encode())
+    per_joint_chart(m, os.path.join(args.out, "per_joint.png"))
+    draw_extremes(preds, gt, result, args.out, args.pictures, args.rootnet)
+    print(f"{args.split} ({'RootNet' if args.rootnet else 'GT'} bbox and root depth), {source}:")
+    print(summary_table(m))
+    print(f"wrote {args.out}/metrics.json, per_joint.csv, per_joint.png"
+          + (", best.png, worst.png" if args.pictures else ""))
+    return m
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.predictions:
+        preds = load_predictions(args.predictions, args.input_size, args.heatmap_size)
+        return report(preds, args, args.predictions)
+    from .run_checkpoint import predict_checkpoint
+
+    raw = predict_checkpoint(args)
+    if raw is None:  # a non-zero rank under torchrun: rank 0 scores
+        return None
+    path = os.path.join(args.out, "predictions.npz")
+    eio.write_npz(path, raw)
+    preds = check_predictions(raw, path)
+    return report(preds, args, path)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
