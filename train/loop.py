@@ -124,7 +124,8 @@ def train(cfg: TrainConfig, d: Dist, model: torch.nn.Module, criterion, train_lo
             sums = vals if sums is None else sums + vals
             n_acc += 1
             bar.update(1)
-            if step % cfg.log_every == 0 or step_in_epoch == steps_per_epoch:
+            last_step = step_in_epoch == steps_per_epoch or (cfg.max_steps and step >= cfg.max_steps)
+            if step % cfg.log_every == 0 or last_step:
                 mean = all_reduce_mean(sums / n_acc, d).tolist()  # sync point, once per log_every
                 now = time.perf_counter()
                 last = dict(zip(losses.keys(), mean))

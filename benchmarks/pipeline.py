@@ -1,0 +1,213 @@
+"""Images/s of the data pipeline against the original-style loader, same shards, same cores, one run.
+
+    python -m benchmarks.pipeline --shards data/shards/interhand --split train [--batch-size 32]
+                                  [--batches 40] [--cores N] [--extract DIR]
+
+(a) original-style: a torch DataLoader whose workers each read one JPEG file per sample from a
+    folder extracted from the shards (as the original reads images/<split>/...jpg), decode it
+    (cv2.imdecode as the original when opencv is installed, else simplejpeg), convert to float32,
+    mirror, cv2.warpAffine (else a per-sample numpy bilinear warp), colour-scale and transform the
+    labels per sample in numpy, with the original's augmentation; default collation.
+(b) ours on the CPU: build_loader(device=cpu), DALI with `cores` threads.
+(c) ours on the GPU (when CUDA is available): nvJPEG + GPU warp.
+All in training mode (shuffle + random augmentation), batches of full-size 256x256 patches.
+Prints a table: images/s, images/s per core, and the ratios to (a).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pipeline import build_loader
+from shards import geometry, labels
+from shards.skeleton import FLIP_PERM, ROOT
+
+try:  # the original's image library; optional here (pip install opencv-python-headless)
+    import cv2
+except ImportError:  # pragma: no cover - depends on the machine
+    cv2 = None
+
+
+def extract(split_dir: Path, out: Path, limit: int) -> int:
+    """Write up to `limit` samples as <annot_id>.jpg files plus labels.npy (the annotation arrays the
+    original keeps in memory)."""
+    from shards.index import iter_shard_samples
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    with tqdm(total=limit, desc="extract", leave=False) as bar:
+        for _, _, lbl, ids, jpg in iter_shard_samples(str(split_dir)):
+            aid = int(np.frombuffer(ids, "<i8")[0])
+            (out / f"{aid}.jpg").write_bytes(jpg)
+            rows.append(np.concatenate([[aid], np.frombuffer(lbl, "<f4")]))
+            bar.update(1)
+            if len(rows) == limit:
+                break
+    np.save(out / "labels.npy", np.stack(rows).astype(np.float64))
+    return len(rows)
+
+
+class OriginalStyleDataset(torch.utils.data.Dataset):
+    """Per-sample file read, decode, float32 conversion, warp and label maths, as the original does."""
+
+    def __init__(self, folder: Path, input_size=256, hm=(64, 64, 64)):
+        self.folder, self.input_size, self.hm = folder, input_size, hm
+        rows = np.load(folder / "labels.npy")
+        self.ids = rows[:, 0].astype(np.int64)
+        self.lbl = labels.decode(rows[:, 1:].astype(np.float32))
+
+    def __len__(self):
+        return len(self.ids)
+
+    def _load(self, path):
+        if cv2 is not None:
+            img = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)[:, :, ::-1]
+        else:
+            import simplejpeg
+
+            img = simplejpeg.decode_jpeg(path.read_bytes(), colorspace="RGB")
+        return img.astype(np.float32)
+
+    def _warp(self, img, trans):
+        s = self.input_size
+        if cv2 is not None:
+            return cv2.warpAffine(img, trans, (s, s), flags=cv2.INTER_LINEAR)
+        inv = np.linalg.inv(np.vstack([trans, [0, 0, 1]]))[:2]
+        v, u = np.mgrid[0:s, 0:s].astype(np.float32)
+        sx, sy = inv[0, 0] * u + inv[0, 1] * v + inv[0, 2], inv[1, 0] * u + inv[1, 1] * v + inv[1, 2]
+        x0, y0 = np.floor(sx).astype(np.int64), np.floor(sy).astype(np.int64)
+        fx, fy = (sx - x0)[..., None], (sy - y0)[..., None]
+        h, w = img.shape[:2]
+        pad = np.pad(img, ((1, 2), (1, 2), (0, 0)))
+        x0, y0 = np.clip(x0, -1, w) + 1, np.clip(y0, -1, h) + 1
+        return ((1 - fy) * ((1 - fx) * pad[y0, x0] + fx * pad[y0, x0 + 1])
+                + fy * ((1 - fx) * pad[y0 + 1, x0] + fx * pad[y0 + 1, x0 + 1]))
+
+    def __getitem__(self, i):
+        img = self._load(self.folder / f"{self.ids[i]}.jpg")
+        bbox = self.lbl["bbox"][i].copy()
+        joints = self.lbl["joint_img"][i].astype(np.float32).copy()
+        valid = self.lbl["joint_valid"][i].copy()
+        hand_type = self.lbl["hand_type"][i].copy()
+        trans_xy = np.random.uniform(-0.15, 0.15, 2)
+        scale = np.clip(np.random.randn(), -1.0, 1.0) * 0.25 + 1.0
+        rot = np.clip(np.random.randn(), -2.0, 2.0) * 45 if np.random.rand() <= 0.6 else 0.0
+        flip = np.random.rand() <= 0.5
+        color = np.random.uniform(0.8, 1.2, 3)
+        bbox[0] += bbox[2] * trans_xy[0]
+        bbox[1] += bbox[3] * trans_xy[1]
+        width = img.shape[1]
+        c = np.array([bbox[0] + bbox[2] / 2, bbox[1] + bbox[3] / 2])
+        if flip:
+            img = img[:, ::-1, :]
+            c[0] = width - c[0] - 1
+            joints[:, 0] = width - joints[:, 0] - 1
+            joints, valid, hand_type = joints[FLIP_PERM], valid[FLIP_PERM], hand_type[::-1].copy()
+        trans = geometry.patch_affine(c, bbox[2:], scale, rot, (self.input_size, self.input_size)).astype(np.float32)
+        patch = np.clip(self._warp(np.ascontiguousarray(img), trans) * color[None, None], 0, 255)
+        for j in range(len(joints)):  # the original transforms joints one by one
+            joints[j, :2] = trans @ np.array([joints[j, 0], joints[j, 1], 1.0], np.float32)
+            valid[j] *= (0 <= joints[j, 0] < self.input_size) and (0 <= joints[j, 1] < self.input_size)
+        r, l_ = ROOT["right"], ROOT["left"]
+        rel = joints[l_, 2] - joints[r, 2]
+        root_valid = valid[r] * valid[l_] if hand_type[0] * hand_type[1] == 1 else 0.0
+        d, h, w = self.hm
+        joints[:, 0] *= w / self.input_size
+        joints[:, 1] *= h / self.input_size
+        joints[:21, 2] -= joints[r, 2]
+        joints[21:, 2] -= joints[l_, 2]
+        joints[:, 2] = (joints[:, 2] / 200 + 1) / 2 * d
+        valid *= (joints[:, 2] >= 0) & (joints[:, 2] < d)
+        rel = (rel / 200 + 1) / 2 * 64
+        root_valid *= float(0 <= rel < 64)
+        image = torch.from_numpy(patch.transpose(2, 0, 1).astype(np.float32)) / 255.0
+        return {"images": image, "joint_coord": joints, "joint_valid": valid, "rel_root_depth": np.float32(rel),
+                "root_valid": np.float32(root_valid), "hand_type": hand_type}
+
+
+def _worker_init(_):
+    torch.set_num_threads(1)
+    if cv2 is not None:
+        cv2.setNumThreads(1)
+
+
+def measure(batches, n: int, warmup: int, device) -> float:
+    """Images/s over n batches after warm-up batches (a CUDA device is synchronised at both ends)."""
+    it = iter(batches)
+    for _ in range(warmup):
+        next(it)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0, images = time.perf_counter(), 0
+    for _ in tqdm(range(n), leave=False, desc="measure"):
+        images += next(it)["images"].shape[0]
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return images / (time.perf_counter() - t0)
+
+
+def _forever(loader):
+    while True:
+        yield from loader
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shards", required=True, help="folder holding <split>/ shard folders")
+    ap.add_argument("--split", default="train")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batches", type=int, default=40, help="measured batches per loader")
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--cores", type=int, default=len(os.sched_getaffinity(0)),
+                    help="DataLoader workers for (a), DALI threads for (b)")
+    ap.add_argument("--extract", default=None, help="folder for (a)'s JPEG files (default: a temporary one)")
+    args = ap.parse_args(argv)
+    split_dir = Path(args.shards).resolve() / args.split
+    need = args.batch_size * (args.batches + args.warmup + 2 * args.cores + 2)
+    tmp = None if args.extract else tempfile.mkdtemp(prefix="bench_pipeline_")
+    folder = Path(args.extract or tmp).resolve()
+    try:
+        n = extract(split_dir, folder, need)
+        rows = []
+        torch.set_num_threads(1)  # (a)'s main process only collates
+        ds = OriginalStyleDataset(folder)
+        dl = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=True, drop_last=True,
+                                         num_workers=args.cores, worker_init_fn=_worker_init,
+                                         persistent_workers=True, prefetch_factor=2)
+        warp = "cv2.warpAffine" if cv2 is not None else "numpy bilinear"
+        rows.append((f"(a) original-style DataLoader, {args.cores} workers, {warp}",
+                     measure(_forever(dl), args.batches, args.warmup, torch.device("cpu"))))
+        del dl
+        cpu = torch.device("cpu")
+        ours = build_loader(split_dir, batch_size=args.batch_size, train=True, device=cpu, num_threads=args.cores)
+        rows.append((f"(b) ours, DALI on the CPU, {args.cores} threads",
+                     measure(_forever(ours), args.batches, args.warmup, cpu)))
+        del ours
+        if torch.cuda.is_available():
+            gpu = torch.device("cuda", torch.cuda.current_device())
+            ours = build_loader(split_dir, batch_size=args.batch_size, train=True, device=gpu, num_threads=args.cores)
+            rows.append((f"(c) ours, DALI on {torch.cuda.get_device_name(gpu)}, {args.cores} CPU threads",
+                         measure(_forever(ours), args.batches, args.warmup, gpu)))
+        else:
+            rows.append(("(c) ours on the GPU: no CUDA device here", float("nan")))
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+    base = rows[0][1]
+    print(f"\n{n} samples of {split_dir}, batch {args.batch_size}, {args.batches} batches measured, "
+          f"{args.cores} cores, 256x256 patches, training augmentation")
+    print(f"{'loader':<66} {'images/s':>9} {'per core':>9} {'vs (a)':>7}")
+    for name, ips in rows:
+        print(f"{name:<66} {ips:9.1f} {ips / args.cores:9.1f} {ips / base:6.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""The iterator the trainer and the evaluation use: DALI graph -> batch dicts of torch tensors.
+
+    loader = build_loader("data/shards/interhand/train", batch_size=16, train=True, device=device,
+                          rank=rank, world_size=world_size, seed=0)
+    for batch in loader:  # len(loader) batches, then the next epoch
+        images = batch["images"]  # (B, 3, 256, 256) float in [0, 1], channels_last
+
+Training: an endless shuffled stream cut into epochs of len(loader) full batches, the same count on
+every rank (floor(N / world_size / batch_size)), so DDP never waits on a rank with a ragged batch.
+Evaluation: each rank reads its contiguous part in stored order; DALI pads the last batch by
+repeating the part's last sample, and those repeats are dropped by annot_id, so every sample comes
+out exactly once across ranks (ranks may differ by one batch: gather predictions at the end).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from shards.labels import LABEL_SIZE, OFFSETS
+
+from .graph import build_pipeline
+from .targets import finish_images, make_targets
+
+_NONE = np.iinfo(np.int64).min  # no annot_id
+
+
+def find_shards(split_dir) -> tuple[list[str], list[str], list[int]]:
+    """Tars of a split folder, their DALI index files and sample counts (from the index headers).
+
+    With a manifest.json (shards.writer) its shard list is used and must be complete and agree with
+    the index files; without one, every *.tar in the folder (sorted) with its .idx beside it."""
+    d = Path(split_dir)
+    if not d.is_dir():
+        raise FileNotFoundError(f"shard folder {d} does not exist (a local folder: DALI reads local files)")
+    manifest = d / "manifest.json"
+    if manifest.is_file():
+        man = json.loads(manifest.read_text())
+        if not man.get("complete", True):
+            raise ValueError(f"{manifest}: the split is not completely written (complete: false)")
+        pairs = [(d / e["tar"], d / e["idx"], e["count"]) for e in man["shards"] if e and e["count"]]
+    else:
+        pairs = [(t, t.with_suffix(".idx"), None) for t in sorted(d.glob("*.tar"))]
+    if not pairs:
+        raise FileNotFoundError(f"no .tar shards in {d}")
+    tars, idxs, counts = [], [], []
+    for tar, idx, expected in pairs:
+        if not tar.is_file():
+            raise FileNotFoundError(f"{manifest}: lists shard {tar.name}, which is missing")
+        if not idx.is_file():
+            raise FileNotFoundError(f"shard {tar} has no DALI index {idx.name} beside it (make it with wds2idx)")
+        with open(idx) as f:
+            head = f.readline().split()
+        if len(head) != 2 or not head[1].isdigit():
+            raise ValueError(f"{idx}: first line {' '.join(head)!r} is not a wds2idx header 'v1.x <count>'")
+        if expected is not None and int(head[1]) != expected:
+            raise ValueError(f"{idx}: {head[1]} samples, but {manifest} says {expected}")
+        tars.append(str(tar))
+        idxs.append(str(idx))
+        counts.append(int(head[1]))
+    return tars, idxs, counts
+
+
+def shard_range(n: int, rank: int, world_size: int) -> tuple[int, int]:
+    """The samples [start, end) DALI's reader gives shard `rank` of `world_size`."""
+    return n * rank // world_size, n * (rank + 1) // world_size
+
+
+class Loader:
+    """See the module docstring. Build it with build_loader()."""
+
+    def __init__(self, split_dir, *, batch_size: int, train: bool, device, input_size: int = 256,
+                 heatmap_size=(64, 64, 64), root_bins: int = 64, rank: int = 0, world_size: int = 1,
+                 seed: int = 0, num_threads: int | None = None, use_rootnet: bool = False,
+                 hw_decoder_load: float = 0.65, prefetch: int = 2, force_aug=None, initial_fill: int = 4096,
+                 half_pixel: bool = True):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside world_size {world_size}")
+        if use_rootnet and train:
+            raise ValueError("use_rootnet takes the RootNet bbox, which is for evaluation only (train=False)")
+        self.split_dir = Path(split_dir)
+        self.device = torch.device(device)
+        self.batch_size, self.train, self.rank, self.world_size = batch_size, train, rank, world_size
+        self.input_size, self.heatmap_size, self.root_bins = int(input_size), tuple(heatmap_size), int(root_bins)
+        self.use_rootnet = use_rootnet
+        self.tars, self.idxs, counts = find_shards(split_dir)
+        self.num_samples = sum(counts)  # in the whole split, all ranks together
+        start, end = shard_range(self.num_samples, rank, world_size)
+        self.rank_samples = end - start  # this rank's part in evaluation
+        if train:
+            self._len = self.num_samples // world_size // batch_size
+            if self._len < 1:
+                raise ValueError(f"{split_dir}: {self.num_samples} samples are too few for {world_size} rank(s) "
+                                 f"x batch {batch_size}")
+            self._cycle = self._len
+        else:
+            self._len = -(-self.rank_samples // batch_size)
+            # DALI pads every rank's part to ceil(N / world) samples, so all ranks run the same count.
+            self._cycle = -(-(-(-self.num_samples // world_size)) // batch_size)
+        if num_threads is None:
+            num_threads = max(1, len(os.sched_getaffinity(0)) // world_size)
+        self._pipe_args = dict(
+            batch_size=batch_size, train=train, num_threads=num_threads,
+            device_id=None if self.device.type == "cpu" else (self.device.index if self.device.index is not None
+                                                              else torch.cuda.current_device()),
+            seed=(seed * 100_003 + rank) % 2**31, shuffle_seed=seed % 2**31, shard_id=rank, num_shards=world_size,
+            input_size=self.input_size, use_rootnet=use_rootnet, hw_decoder_load=hw_decoder_load,
+            prefetch=prefetch, initial_fill=initial_fill, force_aug=force_aug, half_pixel=half_pixel)
+        if self.device.type not in ("cpu", "cuda"):
+            raise ValueError(f"device must be cpu or cuda, got {self.device}")
+        self.epoch, self._step, self._run = 0, 0, 0  # _run: DALI batches run in the current epoch
+        self._prev_id = _NONE  # evaluation: annot_id of the last sample of the previous batch
+        self._pipe = self._build(None)
+
+    def _build(self, checkpoint):
+        pipe = build_pipeline(self.tars, self.idxs, checkpoint=checkpoint, **self._pipe_args)
+        pipe.build()
+        return pipe
+
+    def __len__(self) -> int:
+        return self._len
+
+    def set_epoch(self, epoch: int) -> None:
+        """Only names the epoch: the random stream continues where it is (DALI draws it)."""
+        self.epoch = int(epoch)
+
+    def state_dict(self) -> dict:
+        """The reader and random generator states after the last batch handed out."""
+        return {"dali": self._pipe.checkpoint(), "epoch": self.epoch, "step": self._step, "run": self._run,
+                "prev_id": int(self._prev_id),
+                "train": self.train, "rank": self.rank, "world_size": self.world_size}
+
+    def load_state_dict(self, state: dict) -> None:
+        if (state["train"], state["rank"], state["world_size"]) != (self.train, self.rank, self.world_size):
+            raise ValueError(f"loader state is for train={state['train']} rank {state['rank']}/{state['world_size']}, "
+                             f"this loader is train={self.train} rank {self.rank}/{self.world_size}")
+        self._pipe = self._build(state["dali"])
+        self.epoch, self._step, self._run = state["epoch"], state["step"], state["run"]
+        self._prev_id = state.get("prev_id", _NONE)
+
+    def __iter__(self):
+        """The rest of the current epoch (all of it unless resumed or left mid-epoch)."""
+        for _ in range(self._len - self._step):
+            batch = None
+            while batch is None:  # in evaluation a batch of padding only yields nothing
+                batch = self._next()
+            self._step += 1
+            if self._step == self._len:
+                self._finish_epoch()
+            yield batch
+
+    def _finish_epoch(self):
+        for _ in range(self._run, self._cycle):  # evaluation: run off this rank's padding-only batches
+            self._pipe.run()
+        self.epoch, self._step, self._run, self._prev_id = self.epoch + 1, 0, 0, _NONE
+
+    def _next(self):
+        images, lbl, affine, aug, ids, ids_host, has_rootnet = self._pipe.run()
+        self._run += 1
+        ids_np = ids_host.as_array()  # (B, 2) int64 [annot_id, image_id], on the host
+        keep = None
+        if not self.train:
+            first = ids_np[:, 0]
+            prev = np.concatenate([[self._prev_id], first[:-1]])
+            self._prev_id = first[-1]
+            keep_np = first != prev  # the reader's padding repeats the last sample
+            if not keep_np.any():
+                return None
+            if not keep_np.all():
+                keep = torch.as_tensor(np.nonzero(keep_np)[0], device=self.device)
+        if self.use_rootnet:
+            missing = has_rootnet.as_array() < 0.5
+            if missing.any():
+                raise ValueError(f"{self.split_dir}: use_rootnet, but annot_id {int(ids_np[missing.argmax(), 0])} "
+                                 "has no RootNet output in its shard labels")
+        lbl_t, affine_t, aug_t = self._to_torch(lbl), self._to_torch(affine), self._to_torch(aug)
+        if lbl_t.shape[1] != LABEL_SIZE:
+            raise ValueError(f"{self.split_dir}: `lbl` has {lbl_t.shape[1]} floats per sample, expected {LABEL_SIZE}")
+        img_size = lbl_t[:, OFFSETS["img_size"][0]:OFFSETS["img_size"][1]]
+        patch = finish_images(self._to_torch(images), affine_t, img_size, aug_t[:, 5:8])  # (B, H, W, 3)
+        out = {"images": patch.permute(0, 3, 1, 2)}  # (B, 3, H, W), channels_last memory
+        out.update(make_targets(lbl_t, affine_t, aug_t, input_size=self.input_size, heatmap_size=self.heatmap_size,
+                                root_bins=self.root_bins, with_inverse=not self.train))
+        out["aug"] = aug_t  # (B, 8) the augmentation drawn for each sample (graph.AUG_FIELDS)
+        out["annot_id"] = self._to_torch(ids)[:, 0]
+        if keep is not None:
+            out = {k: v.index_select(0, keep) for k, v in out.items()}
+        return out
+
+    def _to_torch(self, tl) -> torch.Tensor:
+        """One DALI output batch -> a dense torch tensor on self.device (copied, in the current stream)."""
+        if self.device.type == "cpu":
+            return torch.from_numpy(tl.as_array())
+        from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
+
+        t = tl.as_tensor()
+        dst = torch.empty(t.shape(), dtype=to_torch_type[t.dtype], device=self.device)
+        feed_ndarray(t, dst, cuda_stream=torch.cuda.current_stream(self.device))
+        return dst
+
+
+def build_loader(split_dir, *, batch_size: int, train: bool, device, input_size: int = 256,
+                 heatmap_size=(64, 64, 64), root_bins: int = 64, rank: int = 0, world_size: int = 1,
+                 seed: int = 0, num_threads: int | None = None, use_rootnet: bool = False,
+                 hw_decoder_load: float = 0.65, prefetch: int = 2, **testing) -> Loader:
+    """The data loader of one split folder (OUT/<split>/ with <split>-NNNNNN.tar and .idx files).
+
+    device: torch.device('cpu') decodes and warps on the CPU (DALI device_id=None); a CUDA device uses
+    nvJPEG (`mixed`, hw_decoder_load of the images on the hardware decoder) and warps on the GPU.
+    `testing` passes force_aug / initial_fill / half_pixel to Loader (tests and previews only)."""
+    return Loader(split_dir, batch_size=batch_size, train=train, device=device, input_size=input_size,
+                  heatmap_size=heatmap_size, root_bins=root_bins, rank=rank, world_size=world_size, seed=seed,
+                  num_threads=num_threads, use_rootnet=use_rootnet, hw_decoder_load=hw_decoder_load,
+                  prefetch=prefetch, **testing)
