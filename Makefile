@@ -51,11 +51,14 @@ shards: setup
 demo: setup
 	$(BIN)/python -m train.demo $(ARGS)
 
+# Benchmarks (figures in the README). BENCH_SHARDS: a shard root with a train split (default: the demo's).
+BENCH_SHARDS ?= $(CURDIR)/data/shards/interhand
 bench: setup
-	$(BIN)/python benchmarks/loss.py
-	$(BIN)/python benchmarks/pipeline.py
-	$(BIN)/python benchmarks/eval.py
-	$(BIN)/python benchmarks/train.py
+	$(BIN)/python -m benchmarks.loss
+	$(BIN)/python -m benchmarks.eval
+	$(BIN)/python -m benchmarks.pipeline --shards $(BENCH_SHARDS) --split train
+	$(BIN)/python -m benchmarks.train --shards $(BENCH_SHARDS)
+	$(BIN)/python -m benchmarks.shards --annotations 200000
 
 clean:
 	rm -rf $(VENV) data runs

@@ -1,16 +1,17 @@
 """Images/s of the data pipeline against the original-style loader, same shards, same cores, one run.
 
     python -m benchmarks.pipeline --shards data/shards/interhand --split train [--batch-size 32]
-                                  [--batches 40] [--cores N] [--extract DIR]
+                                  [--batches 40] [--cores N] [--extract DIR] [--input-size 256]
 
 (a) original-style: a torch DataLoader whose workers each read one JPEG file per sample from a
     folder extracted from the shards (as the original reads images/<split>/...jpg), decode it
     (cv2.imdecode as the original when opencv is installed, else simplejpeg), convert to float32,
     mirror, cv2.warpAffine (else a per-sample numpy bilinear warp), colour-scale and transform the
     labels per sample in numpy, with the original's augmentation; default collation.
-(b) ours on the CPU: build_loader(device=cpu), DALI with `cores` threads.
+(b) ours on the CPU: build_loader(device=cpu), DALI with `cores` threads (ROI decode), cv2.warpAffine
+    of the decoded region in the loader.
 (c) ours on the GPU (when CUDA is available): nvJPEG + GPU warp.
-All in training mode (shuffle + random augmentation), batches of full-size 256x256 patches.
+All in training mode (shuffle + random augmentation), batches of input-size patches (256 by default).
 Prints a table: images/s, images/s per core, and the ratios to (a).
 """
 from __future__ import annotations
@@ -168,6 +169,7 @@ def main(argv=None) -> None:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--cores", type=int, default=len(os.sched_getaffinity(0)),
                     help="DataLoader workers for (a), DALI threads for (b)")
+    ap.add_argument("--input-size", type=int, default=256, help="patch side (the demo trains at 128)")
     ap.add_argument("--extract", default=None, help="folder for (a)'s JPEG files (default: a temporary one)")
     args = ap.parse_args(argv)
     split_dir = Path(args.shards).resolve() / args.split
@@ -178,7 +180,7 @@ def main(argv=None) -> None:
         n = extract(split_dir, folder, need)
         rows = []
         torch.set_num_threads(1)  # (a)'s main process only collates
-        ds = OriginalStyleDataset(folder)
+        ds = OriginalStyleDataset(folder, input_size=args.input_size)
         dl = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=True, drop_last=True,
                                          num_workers=args.cores, worker_init_fn=_worker_init,
                                          persistent_workers=True, prefetch_factor=2)
@@ -187,13 +189,15 @@ def main(argv=None) -> None:
                      measure(_forever(dl), args.batches, args.warmup, torch.device("cpu"))))
         del dl
         cpu = torch.device("cpu")
-        ours = build_loader(split_dir, batch_size=args.batch_size, train=True, device=cpu, num_threads=args.cores)
+        ours = build_loader(split_dir, batch_size=args.batch_size, train=True, device=cpu, num_threads=args.cores,
+                            input_size=args.input_size)
         rows.append((f"(b) ours, DALI on the CPU, {args.cores} threads",
                      measure(_forever(ours), args.batches, args.warmup, cpu)))
         del ours
         if torch.cuda.is_available():
             gpu = torch.device("cuda", torch.cuda.current_device())
-            ours = build_loader(split_dir, batch_size=args.batch_size, train=True, device=gpu, num_threads=args.cores)
+            ours = build_loader(split_dir, batch_size=args.batch_size, train=True, device=gpu, num_threads=args.cores,
+                                input_size=args.input_size)
             rows.append((f"(c) ours, DALI on {torch.cuda.get_device_name(gpu)}, {args.cores} CPU threads",
                          measure(_forever(ours), args.batches, args.warmup, gpu)))
         else:
@@ -203,7 +207,7 @@ def main(argv=None) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
     base = rows[0][1]
     print(f"\n{n} samples of {split_dir}, batch {args.batch_size}, {args.batches} batches measured, "
-          f"{args.cores} cores, 256x256 patches, training augmentation")
+          f"{args.cores} cores, {args.input_size}x{args.input_size} patches, training augmentation")
     print(f"{'loader':<66} {'images/s':>9} {'per core':>9} {'vs (a)':>7}")
     for name, ips in rows:
         print(f"{name:<66} {ips:9.1f} {ips / args.cores:9.1f} {ips / base:6.2f}x")

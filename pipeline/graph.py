@@ -1,9 +1,17 @@
 """The DALI graph: read shard samples, decode, draw the augmentation, warp one patch per sample.
 
-One graph for both devices: `device_id=None` decodes and warps on the CPU, an integer decodes with
-nvJPEG (`mixed`) and warps on that GPU. The random augmentation (SPEC 3.2) is drawn here with
-`fn.random.*` and returned per sample together with the image -> patch affine, so the batched label
-transform (pipeline/targets.py) uses exactly the matrix the image was warped with.
+One graph for both devices: `device_id=None` decodes on the CPU, an integer decodes with nvJPEG
+(`mixed`) and warps on that GPU. The random augmentation (SPEC 3.2) is drawn here with `fn.random.*`
+and returned per sample together with the image -> patch affine, so the batched label transform
+(pipeline/targets.py) uses exactly the matrix the image was warped with.
+
+Only the region of interest is decoded: the bounding box of the pixels the patch samples (its
+rotated, scaled square mapped back into the image, plus a margin for the bilinear taps), clamped to
+the image. Every sample point outside that box lies outside the image, so the zero border is kept.
+
+warp='dali' warps in the graph (fn.warp_affine, the GPU path); warp='host' returns the decoded ROI
+and its origin, and the loader warps it with OpenCV (the CPU path: DALI's CPU warp is ~5x slower
+than cv2.warpAffine, and cv2 is the original's own warp, float32 in, float32 out).
 """
 from __future__ import annotations
 
@@ -19,7 +27,9 @@ from shards.labels import OFFSETS
 # flip (0/1), colour scale (r, g, b).
 AUG_FIELDS = ("tx", "ty", "scale", "rot", "flip", "color_r", "color_g", "color_b")
 IDENTITY_AUG = (0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0)
-OUTPUTS = ("images", "lbl", "affine", "aug", "ids", "ids_host", "has_rootnet")
+OUTPUTS = ("images", "lbl", "affine", "aug", "ids", "ids_host", "has_rootnet", "roi_origin")
+WARPS = ("dali", "host")
+ROI_MARGIN = 2  # pixels around the sampled region: the bilinear taps and float rounding
 
 # The original's augmentation constants (SPEC 3.2).
 TRANS_FACTOR = 0.15
@@ -87,6 +97,37 @@ def patch_affine_nodes(lbl, aug, input_size: int, use_rootnet: bool):
     return a00 * sx, a01, t0, a10 * sx, a11, t1
 
 
+def roi_nodes(lbl, aug, input_size: int, use_rootnet: bool):
+    """The decoded region [x0, y0, x1, y1) (ints) holding every pixel the patch samples.
+
+    The patch square of side S around its centre maps back to a rectangle of sides (bw, bh) * scale
+    rotated by rot around the shifted bbox centre; a flip mirrors the region about the image centre
+    and mirrors it back, so in the stored image it is the same. Its bounding box has half-extents
+    ex = (|cos| bw + |sin| bh) s / 2, ey = (|sin| bw + |cos| bh) s / 2."""
+    box = "rootnet_bbox" if use_rootnet else "bbox"
+    bx, by, bw, bh = (_field(lbl, box, k) for k in range(4))
+    img_w, img_h = _field(lbl, "img_size", 0), _field(lbl, "img_size", 1)
+    tx, ty, s, rot = (aug[k] for k in range(4))
+    cx = bx + bw * tx + bw * 0.5
+    cy = by + bh * ty + bh * 0.5
+    r = rot * (math.pi / 180.0)
+    c, sn = dmath.abs(dmath.cos(r)), dmath.abs(dmath.sin(r))
+    ex = (c * bw + sn * bh) * (s * 0.5) + ROI_MARGIN
+    ey = (sn * bw + c * bh) * (s * 0.5) + ROI_MARGIN
+    x0 = dmath.clamp(dmath.floor(cx - ex), 0.0, img_w - 1.0)
+    y0 = dmath.clamp(dmath.floor(cy - ey), 0.0, img_h - 1.0)
+    x1 = dmath.clamp(dmath.floor(cx + ex) + 2.0, x0 + 1.0, img_w)
+    y1 = dmath.clamp(dmath.floor(cy + ey) + 2.0, y0 + 1.0, img_h)
+    return x0, y0, x1, y1
+
+
+def shift_origin(coeffs, x0, y0):
+    """The affine of image pixels for the ROI's pixels (p_roi = p_img - origin): t += A @ origin.
+    The same in either pixel-centre convention, the shift being whole pixels."""
+    a00, a01, t0, a10, a11, t1 = coeffs
+    return a00, a01, t0 + a00 * x0 + a01 * y0, a10, a11, t1 + a10 * x0 + a11 * y0
+
+
 def to_dali_convention(a00, a01, t0, a10, a11, t1):
     """DALI's warp puts pixel centres at +0.5 ([0, 0] is the corner of the first pixel), OpenCV at
     integers. Conjugate by the half-pixel shift: M'(p) = M(p - 0.5) + 0.5."""
@@ -101,14 +142,18 @@ def build_pipeline(tars, idxs, *, batch_size: int, train: bool, device_id: int |
                    seed: int, shuffle_seed: int, shard_id: int, num_shards: int, input_size: int = 256,
                    use_rootnet: bool = False, hw_decoder_load: float = 0.65, prefetch: int = 2,
                    initial_fill: int = 4096, force_aug=None, half_pixel: bool = True,
-                   checkpoint: str | None = None) -> Pipeline:
+                   checkpoint: str | None = None, warp: str = "dali") -> Pipeline:
     """Build (not run) the pipeline over the given shard tars and their DALI index files.
 
     train: shuffle (buffer + per-epoch shard order), no padding, random augmentation.
     eval: stored order, this rank's part only, last batch padded by repeating the last sample.
     force_aug: an AUG_FIELDS vector applied to every sample instead of the random draw.
     half_pixel=False skips the pixel-centre compensation (only to prove it matters in a test).
+    warp: 'dali' (images are the warped patches) or 'host' (CPU only: images are the decoded ROIs,
+    roi_origin their top-left pixel in the image, for the loader's OpenCV warp).
     """
+    if warp not in WARPS:
+        raise ValueError(f"warp must be one of {WARPS}, got {warp!r}")
     if use_rootnet and train:
         raise ValueError("use_rootnet is for evaluation only (train=False)")
     gpu = device_id is not None
@@ -121,10 +166,6 @@ def build_pipeline(tars, idxs, *, batch_size: int, train: bool, device_id: int |
             shard_id=shard_id, num_shards=num_shards, random_shuffle=train, initial_fill=initial_fill,
             pad_last_batch=not train, stick_to_shard=not train, name="reader",
             **({"shuffle_after_epoch": True, "shuffle_after_epoch_seed": shuffle_seed} if train else {}))
-        if gpu:
-            image = fn.decoders.image(jpg, device="mixed", output_type=types.RGB, hw_decoder_load=hw_decoder_load)
-        else:
-            image = fn.decoders.image(jpg, device="cpu", output_type=types.RGB)
         if force_aug is not None:
             vec = [float(v) for v in force_aug]
             if len(vec) != len(AUG_FIELDS):
@@ -136,16 +177,29 @@ def build_pipeline(tars, idxs, *, batch_size: int, train: bool, device_id: int |
             aug = fn.constant(fdata=list(IDENTITY_AUG), shape=[len(AUG_FIELDS)], dtype=types.FLOAT)
         coeffs = patch_affine_nodes(lbl, aug, input_size, use_rootnet)
         affine = _stack6(coeffs)  # OpenCV convention, for the labels
-        warp_mtx = _stack6(to_dali_convention(*coeffs)) if half_pixel else affine
-        # No fill_value: DALI then clamps source coordinates (its fast path, ~2x faster on the CPU);
-        # pipeline.targets.finish_images multiplies by the in-image share of the bilinear weights,
-        # which gives exactly OpenCV's zero border, and applies the colour scale.
-        images = fn.warp_affine(image, matrix=warp_mtx, size=[input_size, input_size], inverse_map=False,
-                                interp_type=types.INTERP_LINEAR, dtype=types.FLOAT)  # (H, W, 3) 0..255
+        x0, y0, x1, y1 = roi_nodes(lbl, aug, input_size, use_rootnet)
+        start = fn.cast(fn.stack(x0, y0), dtype=types.INT32)  # "WH" order
+        end = fn.cast(fn.stack(x1, y1), dtype=types.INT32)
+        # libjpeg-turbo / nvJPEG skip the work outside the ROI.
+        image = fn.decoders.image_slice(jpg, start=start, end=end, device="mixed" if gpu else "cpu",
+                                        output_type=types.RGB,
+                                        **({"hw_decoder_load": hw_decoder_load} if gpu else {}))
+        roi_origin = fn.cast(start, dtype=types.FLOAT)
+        if warp == "dali":
+            roi_coeffs = shift_origin(to_dali_convention(*coeffs) if half_pixel else coeffs, x0, y0)
+            # No fill_value: DALI then clamps source coordinates (its fast path, ~2x faster on the
+            # CPU); pipeline.targets.finish_images multiplies by the in-image share of the bilinear
+            # weights, which gives exactly OpenCV's zero border, and applies the colour scale.
+            images = fn.warp_affine(image, matrix=_stack6(roi_coeffs), size=[input_size, input_size],
+                                    inverse_map=False, interp_type=types.INTERP_LINEAR, dtype=types.FLOAT)
+        elif gpu:
+            raise ValueError("warp='host' is the CPU path (device_id=None); on a GPU the graph warps")
+        else:
+            images = image  # (h, w, 3) uint8 ROI, warped by the loader
         has_rootnet = _field(lbl, "has_rootnet")
         ids_host = ids
         if gpu:  # small per-sample vectors go to the GPU inside DALI: no host sync in the training loop
             lbl, affine, aug, ids = lbl.gpu(), affine.gpu(), aug.gpu(), ids.gpu()
-        pipe.set_outputs(images, lbl, affine, aug, ids, ids_host, has_rootnet)
+        pipe.set_outputs(images, lbl, affine, aug, ids, ids_host, has_rootnet, roi_origin)
     return pipe
 

@@ -22,8 +22,8 @@ import torch
 
 from shards.labels import LABEL_SIZE, OFFSETS
 
-from .graph import build_pipeline
-from .targets import finish_images, make_targets
+from .graph import WARPS, build_pipeline
+from .targets import color_images, finish_images, make_targets
 
 _NONE = np.iinfo(np.int64).min  # no annot_id
 
@@ -76,7 +76,7 @@ class Loader:
                  heatmap_size=(64, 64, 64), root_bins: int = 64, rank: int = 0, world_size: int = 1,
                  seed: int = 0, num_threads: int | None = None, use_rootnet: bool = False,
                  hw_decoder_load: float = 0.65, prefetch: int = 2, force_aug=None, initial_fill: int = 4096,
-                 half_pixel: bool = True):
+                 half_pixel: bool = True, warp: str | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 0 <= rank < world_size:
@@ -102,6 +102,17 @@ class Loader:
             self._len = -(-self.rank_samples // batch_size)
             # DALI pads every rank's part to ceil(N / world) samples, so all ranks run the same count.
             self._cycle = -(-(-(-self.num_samples // world_size)) // batch_size)
+        # The CPU warps with OpenCV in the loader (pipeline/graph.py says why), the GPU in the graph.
+        warp = warp or ("host" if self.device.type == "cpu" else "dali")
+        if warp not in WARPS or (warp == "host" and self.device.type != "cpu"):
+            raise ValueError(f"warp must be one of {WARPS} ('host' on the CPU only), got {warp!r} on {self.device}")
+        if warp == "host":
+            try:
+                import cv2
+            except ImportError as e:
+                raise ImportError("the CPU loader warps with OpenCV: pip install opencv-python-headless") from e
+            self._cv2, self._scratch = cv2, np.empty(0, np.float32)
+        self.warp = warp
         if num_threads is None:
             num_threads = max(1, len(os.sched_getaffinity(0)) // world_size)
         self._pipe_args = dict(
@@ -110,7 +121,7 @@ class Loader:
                                                               else torch.cuda.current_device()),
             seed=(seed * 100_003 + rank) % 2**31, shuffle_seed=seed % 2**31, shard_id=rank, num_shards=world_size,
             input_size=self.input_size, use_rootnet=use_rootnet, hw_decoder_load=hw_decoder_load,
-            prefetch=prefetch, initial_fill=initial_fill, force_aug=force_aug, half_pixel=half_pixel)
+            prefetch=prefetch, initial_fill=initial_fill, force_aug=force_aug, half_pixel=half_pixel, warp=warp)
         if self.device.type not in ("cpu", "cuda"):
             raise ValueError(f"device must be cpu or cuda, got {self.device}")
         self.epoch, self._step, self._run = 0, 0, 0  # _run: DALI batches run in the current epoch
@@ -160,7 +171,7 @@ class Loader:
         self.epoch, self._step, self._run, self._prev_id = self.epoch + 1, 0, 0, _NONE
 
     def _next(self):
-        images, lbl, affine, aug, ids, ids_host, has_rootnet = self._pipe.run()
+        images, lbl, affine, aug, ids, ids_host, has_rootnet, roi_origin = self._pipe.run()
         self._run += 1
         ids_np = ids_host.as_array()  # (B, 2) int64 [annot_id, image_id], on the host
         keep = None
@@ -181,8 +192,11 @@ class Loader:
         lbl_t, affine_t, aug_t = self._to_torch(lbl), self._to_torch(affine), self._to_torch(aug)
         if lbl_t.shape[1] != LABEL_SIZE:
             raise ValueError(f"{self.split_dir}: `lbl` has {lbl_t.shape[1]} floats per sample, expected {LABEL_SIZE}")
-        img_size = lbl_t[:, OFFSETS["img_size"][0]:OFFSETS["img_size"][1]]
-        patch = finish_images(self._to_torch(images), affine_t, img_size, aug_t[:, 5:8])  # (B, H, W, 3)
+        if self.warp == "host":
+            patch = color_images(self._warp_host(images, affine_t, roi_origin.as_array()), aug_t[:, 5:8])
+        else:
+            img_size = lbl_t[:, OFFSETS["img_size"][0]:OFFSETS["img_size"][1]]
+            patch = finish_images(self._to_torch(images), affine_t, img_size, aug_t[:, 5:8])  # (B, H, W, 3)
         out = {"images": patch.permute(0, 3, 1, 2)}  # (B, 3, H, W), channels_last memory
         out.update(make_targets(lbl_t, affine_t, aug_t, input_size=self.input_size, heatmap_size=self.heatmap_size,
                                 root_bins=self.root_bins, with_inverse=not self.train))
@@ -190,6 +204,24 @@ class Loader:
         out["annot_id"] = self._to_torch(ids)[:, 0]
         if keep is not None:
             out = {k: v.index_select(0, keep) for k, v in out.items()}
+        return out
+
+    def _warp_host(self, rois, affine: torch.Tensor, origin: np.ndarray) -> torch.Tensor:
+        """The decoded ROIs -> (B, S, S, 3) float32 patches 0..255, one cv2.warpAffine per sample,
+        as the original: float32 image, bilinear, zero border (BORDER_CONSTANT), OpenCV's convention."""
+        cv2, size = self._cv2, self.input_size
+        a = affine.numpy().astype(np.float64)
+        a[:, :, 2] += np.einsum("bij,bj->bi", a[:, :, :2], origin.astype(np.float64))  # ROI pixels -> patch
+        out = torch.empty((len(a), size, size, 3), dtype=torch.float32)
+        dst = out.numpy()
+        for i in range(len(a)):
+            roi = np.asarray(rois[i])  # (h, w, 3) uint8, DALI's buffer (only read)
+            if self._scratch.size < roi.size:  # reused float32 buffer: no fresh pages per sample
+                self._scratch = np.empty(roi.size, np.float32)
+            src = self._scratch[:roi.size].reshape(roi.shape)
+            np.copyto(src, roi)
+            cv2.warpAffine(src, a[i], (size, size), dst=dst[i], flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         return out
 
     def _to_torch(self, tl) -> torch.Tensor:
@@ -212,7 +244,8 @@ def build_loader(split_dir, *, batch_size: int, train: bool, device, input_size:
 
     device: torch.device('cpu') decodes and warps on the CPU (DALI device_id=None); a CUDA device uses
     nvJPEG (`mixed`, hw_decoder_load of the images on the hardware decoder) and warps on the GPU.
-    `testing` passes force_aug / initial_fill / half_pixel to Loader (tests and previews only)."""
+    `testing` passes force_aug / initial_fill / half_pixel / warp ('dali' runs the GPU path's in-graph
+    warp on the CPU) to Loader (tests and previews only)."""
     return Loader(split_dir, batch_size=batch_size, train=train, device=device, input_size=input_size,
                   heatmap_size=heatmap_size, root_bins=root_bins, rank=rank, world_size=world_size, seed=seed,
                   num_threads=num_threads, use_rootnet=use_rootnet, hw_decoder_load=hw_decoder_load,

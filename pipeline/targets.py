@@ -55,6 +55,12 @@ def finish_images(patch: torch.Tensor, affine: torch.Tensor, img_size: torch.Ten
     return patch.clamp_(0.0, 1.0)
 
 
+def color_images(patch: torch.Tensor, color: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, 3) float 0..255 with its zero border -> network input in [0, 1], in place: the
+    original's clip(patch * color, 0, 255) / 255."""
+    return patch.mul_((color.float() / 255.0)[:, None, None, :]).clamp_(0.0, 1.0)
+
+
 def make_targets(lbl: torch.Tensor, affine: torch.Tensor, aug: torch.Tensor, *, input_size: int = 256,
                  heatmap_size=(64, 64, 64), root_bins: int = 64, with_inverse: bool = False) -> dict:
     """The batch's targets: joint_coord (B, 42, 3) bins (x, y, z), joint_valid (B, 42), rel_root_depth (B,),

@@ -1,5 +1,7 @@
 """The pipeline against an independent reference of SPEC section 3 (numpy, the original's order of
 operations: mirror the image, warp with OpenCV's pixel-centre convention, transform the joints).
+Both warps are checked on the CPU: 'host' (the CPU path, OpenCV in the loader) and 'dali' (the GPU
+path's in-graph warp, run on the CPU here).
 
 Run: .venv/bin/python -m pytest -q tests/test_pipeline_exact.py
 """
@@ -8,7 +10,8 @@ import pytest
 import torch
 
 from pipeline import build_loader
-from pipeline.graph import AUG_FIELDS, aug_vector
+from pipeline.graph import AUG_FIELDS, ROI_MARGIN, aug_vector, build_pipeline
+from pipeline.loader import find_shards
 from shards import geometry
 from shards.skeleton import FLIP_PERM
 from tests.test_pipeline_fixtures import write_split
@@ -25,8 +28,9 @@ def data(tmp_path_factory):
     return split_dir, {r["annot_id"]: (r, img) for r, img in zip(records, images)}
 
 
-def bilinear_warp(img, inv, size):
-    """Plain bilinear warp, OpenCV convention: pixel centres at integers, zero outside the image.
+def bilinear_warp(img, inv, size, clamp=False):
+    """Plain bilinear warp, OpenCV convention: pixel centres at integers, zero outside the image
+    (clamp=True: the nearest edge pixel instead, only to prove the border matters).
     inv (2, 3) maps patch pixels to image pixels."""
     v, u = np.mgrid[0:size, 0:size].astype(np.float64)
     sx = inv[0, 0] * u + inv[0, 1] * v + inv[0, 2]
@@ -36,14 +40,14 @@ def bilinear_warp(img, inv, size):
     h, w = img.shape[:2]
 
     def tap(yy, xx):
-        ok = (xx >= 0) & (xx < w) & (yy >= 0) & (yy < h)
+        ok = (xx >= 0) & (xx < w) & (yy >= 0) & (yy < h) | clamp
         return np.where(ok[..., None], img[np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)], 0.0)
 
     return ((1 - fy) * ((1 - fx) * tap(y0, x0) + fx * tap(y0, x0 + 1))
             + fy * ((1 - fx) * tap(y0 + 1, x0) + fx * tap(y0 + 1, x0 + 1)))
 
 
-def reference(rec, img, aug, use_rootnet=False):
+def reference(rec, img, aug, use_rootnet=False, clamp=False):
     """SPEC 3.1-3.7 for one sample, step by step as the original's augmentation does it."""
     tx, ty, scale, rot, flip = aug[:5]
     color = np.asarray(aug[5:8])
@@ -62,7 +66,7 @@ def reference(rec, img, aug, use_rootnet=False):
         joints, valid, hand_type = joints[FLIP_PERM], valid[FLIP_PERM], hand_type[::-1]
     trans = geometry.patch_affine((cx, cy), (w, h), scale, rot, (SIZE, SIZE))
     inv = geometry.patch_affine((cx, cy), (w, h), scale, rot, (SIZE, SIZE), inverse=True)
-    patch = np.clip(bilinear_warp(img, inv, SIZE) * color, 0, 255)
+    patch = np.clip(bilinear_warp(img, inv, SIZE, clamp) * color, 0, 255)
     joints[:, :2] = geometry.apply_affine(joints[:, :2], trans)
     inside = (joints[:, 0] >= 0) & (joints[:, 0] < SIZE) & (joints[:, 1] >= 0) & (joints[:, 1] < SIZE)
     valid = valid * inside
@@ -126,10 +130,14 @@ CASES = {
 }
 
 
+WARPS = ("host", "dali")
+
+
+@pytest.mark.parametrize("warp", WARPS)
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_forced_augmentation_matches_reference(data, case):
+def test_forced_augmentation_matches_reference(data, case, warp):
     split_dir, samples = data
-    out = run_loader(split_dir, force_aug=CASES[case])
+    out = run_loader(split_dir, force_aug=CASES[case], warp=warp)
     assert len(out["annot_id"]) == N
     np.testing.assert_allclose(out["aug"], np.tile(CASES[case], (N, 1)), atol=1e-6)
     compare(out, samples)
@@ -168,17 +176,65 @@ def test_half_pixel_compensation_is_needed(data):
     """Without the half-pixel conjugation DALI's warp is off by half a pixel: labels still agree
     (they never see DALI's convention) but the patch no longer matches the OpenCV-style reference."""
     split_dir, samples = data
-    out = run_loader(split_dir, force_aug=CASES["flip_rot_shift"], half_pixel=False)
+    out = run_loader(split_dir, force_aug=CASES["flip_rot_shift"], half_pixel=False, warp="dali")
     with pytest.raises(AssertionError, match="mean absolute difference"):
         compare(out, samples)
 
 
-def test_random_augmentation_matches_reference(data):
+@pytest.mark.parametrize("warp", WARPS)
+def test_random_augmentation_matches_reference(data, warp):
     """Training mode: parameters drawn in DALI come back with the batch and reproduce it exactly."""
     split_dir, samples = data
-    out = run_loader(split_dir, train=True, seed=7, initial_fill=8)
+    out = run_loader(split_dir, train=True, seed=7, initial_fill=8, warp=warp)
     assert len(out["annot_id"]) == 8 and len(AUG_FIELDS) == out["aug"].shape[1]
     compare(out, samples)
+
+
+def test_zero_border_is_needed(data, monkeypatch):
+    """The cases reach beyond the frame: an edge-clamped border would differ from the zero border by
+    more than the tolerance, and the host warp with a replicated border fails the comparison."""
+    split_dir, samples = data
+    worst = []
+    for case in ("flip_rot_shift", "rot_small_scale_clip"):
+        for rec, img in samples.values():
+            a, b = reference(rec, img, CASES[case]), reference(rec, img, CASES[case], clamp=True)
+            worst.append(np.abs(a["images"] - b["images"]).mean() * 255)
+    assert sum(w > 2.0 for w in worst) >= 4, worst
+    import cv2
+
+    real = cv2.warpAffine
+    monkeypatch.setattr(cv2, "warpAffine", lambda *a, **k: real(*a, **{**k, "borderMode": cv2.BORDER_REPLICATE}))
+    out = run_loader(split_dir, force_aug=CASES["flip_rot_shift"])
+    with pytest.raises(AssertionError, match="mean absolute difference"):
+        compare(out, samples)
+
+
+def test_roi_holds_every_sampled_pixel(data):
+    """The decoded region contains both bilinear taps of every patch pixel inside the image (else
+    image pixels would read as border) and is only the margin larger than needed."""
+    split_dir, samples = data
+    tars, idxs, _ = find_shards(split_dir)
+    pipe = build_pipeline(tars, idxs, batch_size=N, train=True, device_id=None, num_threads=1, seed=5,
+                          shuffle_seed=0, shard_id=0, num_shards=1, input_size=SIZE, initial_fill=8, warp="host")
+    pipe.build()
+    smaller = 0
+    for _ in range(6):
+        rois, _, affine, _, ids, _, _, origin = pipe.run()
+        for i in range(N):
+            rec = samples[int(ids.at(i)[0])][0]
+            inv = np.linalg.inv(np.vstack([affine.at(i).astype(np.float64), [0, 0, 1]]))[:2]
+            corners = np.array([[0, 0], [SIZE - 1, 0], [0, SIZE - 1], [SIZE - 1, SIZE - 1]], np.float64)
+            pts = geometry.apply_affine(corners, inv)
+            lo = np.clip(np.floor(pts.min(0)), 0, [rec["width"] - 1, rec["height"] - 1])
+            hi = np.clip(np.floor(pts.max(0)) + 2, lo + 1, [rec["width"], rec["height"]])  # exclusive
+            h, w = rois.at(i).shape[:2]
+            x0, y0 = origin.at(i)
+            assert x0 <= lo[0] and y0 <= lo[1] and x0 + w >= hi[0] and y0 + h >= hi[1], (i, lo, hi, x0, y0, w, h)
+            step = np.abs(inv[:, :2]).sum(1)  # image pixels per patch pixel (the far corners sit at S - 1)
+            assert lo[0] - x0 <= ROI_MARGIN + 1 + step[0] and lo[1] - y0 <= ROI_MARGIN + 1 + step[1]
+            assert x0 + w - hi[0] <= ROI_MARGIN + 1 + step[0] and y0 + h - hi[1] <= ROI_MARGIN + 1 + step[1]
+            smaller += w * h < rec["width"] * rec["height"]
+    assert smaller > 10  # ROI decoding really happens
 
 
 def test_random_augmentation_distribution(data):

@@ -2,8 +2,8 @@
 
     python -m train.demo [--out RUN_DIR] [--data DATA_DIR] [--size small] [--key=value ...]
 
-1. generates the synthetic InterHand2.6M set (once; deterministic) under DATA_DIR/synth,
-2. converts it to shards under DATA_DIR/shards/synth (resumes: finished shards are kept),
+1. generates the synthetic InterHand2.6M set (once; deterministic) under DATA_DIR/synth/interhand,
+2. converts it to shards under DATA_DIR/shards/interhand (resumes: finished shards are kept),
 3. trains the `demo` preset (ResNet-18, 128x128 input, 32^3 heatmaps), validating every epoch,
 4. evaluates on the test split and, for comparison, the untrained network and the training set's
    mean root-relative pose; prints the three side by side and writes pictures to RUN_DIR.
@@ -27,13 +27,13 @@ def prepare_data(data_dir: Path, size: str, seed: int) -> Path:
     from shards.__main__ import main as shards_main
     from shards.synth import generate
 
-    synth = data_dir / "synth"
+    synth = data_dir / "synth" / "interhand"  # the same folders `make shards` uses
     done = synth / ".complete"
     if not done.exists():
         print(f"[demo] generating the synthetic set ({size}) in {synth}", flush=True)
         summary = generate(synth, size=size, seed=seed)
         done.write_text(json.dumps(summary) + "\n")
-    shards = data_dir / "shards" / "synth"
+    shards = data_dir / "shards" / "interhand"
     print(f"[demo] building shards in {shards}", flush=True)
     shards_main(["--source", "interhand", "--root", str(synth), "--out", str(shards), "--quiet"])
     return shards
