@@ -130,7 +130,7 @@ def test_forward_equals_functional_reference(preset):
 
 def test_config_validation_and_presets():
     assert get_config("paper").heatmap_size == (64, 64, 64) and get_config("paper").backbone == "resnet50"
-    assert get_config("demo").heatmap_size == (32, 32, 32) and get_config("small") == get_config("demo")
+    assert get_config("small").heatmap_size == (32, 32, 32) and get_config("demo").heatmap_size == (16, 16, 16)
     assert get_config("paper", depth_bins=32).depth_bins == 32
     for bad, msg in [({"backbone": "resnet20"}, "backbone"), ({"input_size": 100}, "multiple of 32"),
                      ({"depth_bins": 1}, "depth_bins"), ({"sigma": 0.0}, "sigma")]:
@@ -154,7 +154,7 @@ def test_head_sizes_follow_backbone():
 
 def test_head_initialisation_statistics():
     torch.manual_seed(0)
-    pn = build_model("demo").pose_net
+    pn = build_model("small").pose_net
     for name, std in [("joint_deconv_1.0", 1e-3), ("joint_deconv_2.6", 1e-3), ("joint_conv_1.0", 1e-3),
                       ("root_fc.0", 1e-2), ("hand_fc.2", 1e-2), ("root_fc.2", 1e-2)]:
         w = pn.get_submodule(name).weight

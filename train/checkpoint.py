@@ -6,6 +6,7 @@ RNG states and the config.
 """
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 from pathlib import Path
@@ -16,6 +17,18 @@ import torch
 from .atomic import atomic_torch_save
 
 _STEP = re.compile(r"^step_(\d+)\.pt$")
+
+
+def weights_digest(model) -> str:
+    """sha256 of a model's state dict (or of a state dict: names, dtypes, shapes, bytes): equal iff
+    the weights are."""
+    sd = model.state_dict() if isinstance(model, torch.nn.Module) else model
+    h = hashlib.sha256()
+    for name, t in sorted(sd.items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 def rng_state() -> dict:
@@ -39,6 +52,8 @@ def save(run_dir, state: dict, keep: int = 2) -> Path:
     """Write state as checkpoints/step_<step>.pt; keep the newest `keep` files."""
     ckdir = Path(run_dir) / "checkpoints"
     path = ckdir / f"step_{state['step']:08d}.pt"
+    for tmp in ckdir.glob(".step_*.tmp") if ckdir.is_dir() else ():  # left by a kill during a write
+        tmp.unlink(missing_ok=True)
     atomic_torch_save(state, path)
     for old in list_checkpoints(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
@@ -53,16 +68,25 @@ def list_checkpoints(run_dir) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def load_latest(run_dir) -> dict | None:
-    """The newest checkpoint that loads (an interrupted write leaves only a temp file, never a
-    half-written step file; still, fall back to an older one if the newest is unreadable)."""
+def load_latest(run_dir, warn=print) -> dict | None:
+    """The newest checkpoint that loads, or None when there is none.
+
+    An interrupted write leaves only a temp file (`.step_*.tmp`, ignored), never a half-written step
+    file; still, an unreadable newest file (disk trouble) is reported through `warn` and the previous
+    one is used. Raises when checkpoints exist but none loads."""
     errors = []
     for path in reversed(list_checkpoints(run_dir)):
         try:
             # Our own files: they hold RNG states and numpy arrays, so not weights_only.
-            return torch.load(path, map_location="cpu", weights_only=False)
+            state = torch.load(path, map_location="cpu", weights_only=False)
+            if not isinstance(state, dict) or "step" not in state:
+                raise ValueError("not a training checkpoint (no 'step')")
+            if errors and warn is not None:
+                warn("skipped unreadable checkpoint(s):\n  " + "\n  ".join(errors) + f"\nusing {path}")
+            state["path"] = str(path)
+            return state
         except Exception as e:  # noqa: BLE001 - report and try the previous one
-            errors.append(f"{path}: {e}")
+            errors.append(f"{path}: {type(e).__name__}: {e}")
     if errors:
         raise RuntimeError("no readable checkpoint in " + str(run_dir) + ":\n" + "\n".join(errors))
     return None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.log_every < 1:
             raise ValueError(f"log_every must be >= 1, got {self.log_every}")
+        from model.config import PRESETS as MODEL_PRESETS
+
+        if self.model not in MODEL_PRESETS:
+            raise ValueError(f"unknown model preset {self.model!r}; known: {', '.join(sorted(MODEL_PRESETS))}")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -66,8 +70,8 @@ PRESETS: dict[str, dict] = {
     "stb": {"epochs": 50, "lr_decay_epochs": (45, 47)},
     # Minutes on 2 CPU cores: a small backbone, small input and heatmaps (model preset "demo").
     "demo": {
-        "model": "demo", "epochs": 6, "lr": 1e-3, "lr_decay_epochs": (5,), "batch_size": 32,
-        "compile": False, "log_every": 10,
+        "model": "demo", "epochs": 8, "lr": 1e-3, "lr_decay_epochs": (7,), "batch_size": 8,
+        "compile": False, "log_every": 25,
     },
 }
 

@@ -36,7 +36,8 @@ def setup_distributed(device: str | None = None) -> Dist:
     else:
         dev = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", device_id=dev if dev.type == "cuda" else None)
+        cuda = dev.type == "cuda"
+        dist.init_process_group(backend="nccl" if cuda else "gloo", device_id=dev if cuda else None)
     return Dist(rank, world, local, dev)
 
 

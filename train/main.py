@@ -20,6 +20,7 @@ if __package__ in (None, ""):  # run as a script: import the stages from the rep
 
 import torch  # noqa: E402
 
+from train.checkpoint import list_checkpoints  # noqa: E402
 from train.config import TrainConfig, build_config, save_config  # noqa: E402
 from train.distributed import cleanup_distributed, print0, setup_distributed  # noqa: E402
 
@@ -32,6 +33,10 @@ def git_revision() -> str:
         return "unknown"
 
 
+class RunDirInUse(FileExistsError):
+    """--out holds another run's checkpoints and --resume was not given."""
+
+
 def seed_everything(cfg: TrainConfig, rank: int) -> None:
     import random
 
@@ -41,6 +46,10 @@ def seed_everything(cfg: TrainConfig, rank: int) -> None:
     np.random.seed(cfg.seed + rank)
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
     if cfg.deterministic:
+        import os
+
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS (read lazily)
+        torch.backends.cudnn.benchmark = False
         torch.use_deterministic_algorithms(True)
 
 
@@ -53,8 +62,11 @@ def run(cfg: TrainConfig, device: str | None = None) -> dict:
 
     if not cfg.shards or not cfg.out:
         raise ValueError("--shards and --out are required")
-    d = setup_distributed(device)
     run_dir = Path(cfg.out).resolve()
+    if not cfg.resume and (old := list_checkpoints(run_dir)):
+        raise RunDirInUse(f"{run_dir} already holds checkpoints ({old[-1].name}); pass --resume to continue "
+                              "that run, or choose another --out")
+    d = setup_distributed(device)
     try:
         seed_everything(cfg, d.rank)
         if d.is_main:
@@ -75,7 +87,7 @@ def run(cfg: TrainConfig, device: str | None = None) -> dict:
         print0(d, f"train: {loader.num_samples} samples, {len(loader)} steps/epoch/rank, world {d.world_size}")
         criterion = Criterion(mc)
         validate = make_validator(cfg, d, mc, f"{shards}/{cfg.val_split}", criterion) if cfg.val_every else None
-        result = train(cfg, d, model, criterion, loader, run_dir, validate=validate)
+        result = {**train(cfg, d, model, criterion, loader, run_dir, validate=validate), "rank": d.rank}
         if d.is_main:
             save_checkpoint(run_dir / "final.pt", model, epoch=result["epoch"], step=result["step"])
             print0(d, f"weights: {run_dir / 'final.pt'}")
@@ -86,11 +98,36 @@ def run(cfg: TrainConfig, device: str | None = None) -> dict:
         cleanup_distributed()
 
 
-def main(argv: list[str] | None = None) -> None:
-    cfg = build_config(sys.argv[1:] if argv is None else argv)
-    res = run(cfg)
-    print(f"finished at step {res['step']} (epoch {res['epoch']}); run folder: {Path(cfg.out).resolve()}", flush=True)
+def usage() -> str:
+    from dataclasses import fields
+
+    from train.config import PRESETS
+
+    opts = "\n".join(f"  --{f.name}={getattr(TrainConfig(), f.name)!r}" for f in fields(TrainConfig))
+    return f"{__doc__}\nPresets: {', '.join(PRESETS)}. Options (paper defaults):\n{opts}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if any(a in ("-h", "--help") for a in argv):
+        print(usage())
+        return 0
+    try:
+        cfg = build_config(argv)
+        if not cfg.shards or not cfg.out:
+            raise ValueError("--shards and --out are required")
+    except ValueError as e:
+        print(f"train/main.py: error: {e}\n(see `python train/main.py --help`)", file=sys.stderr)
+        return 2
+    try:
+        res = run(cfg)
+    except RunDirInUse as e:
+        print(f"train/main.py: error: {e}", file=sys.stderr)
+        return 2
+    print(f"[rank {res['rank']}] finished at step {res['step']} (epoch {res['epoch']}), weights sha256 "
+          f"{res['weights_sha256']}; run folder: {Path(cfg.out).resolve()}", flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

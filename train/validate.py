@@ -30,4 +30,5 @@ def make_validator(cfg: TrainConfig, d: Dist, mc, split_dir: str, criterion=None
         m = score(check_predictions(preds, f"validation epoch {epoch}"), gt)["metrics"]
         return {k: float(m[k]) for k in SUMMARY_KEYS if not math.isnan(float(m[k]))}
 
+    validate.loader = loader  # the trainer names a corrupt shard from its shard list
     return validate

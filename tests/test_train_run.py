@@ -1,0 +1,104 @@
+"""`python train/main.py` end to end on the CPU: one epoch of the tiny model with validation (the
+eval metrics), the run folder's files, `--resume` without a checkpoint, a corrupt shard, misuse."""
+import json
+import os
+import subprocess
+
+import pytest
+
+from tests.test_train_fixtures import FAST, REPO, python, subset, train_shards
+from train.datacheck import scan_shards
+from train.main import main
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    return train_shards(tmp_path_factory)
+
+
+def test_one_epoch_with_validation_writes_the_run_folder(shards, tmp_path, capsys):
+    root = subset(shards, tmp_path / "shards", 1)  # 4 samples, batch 2: 2 steps
+    out = tmp_path / "run"
+    assert main([f"--shards={root}", f"--out={out}", *FAST, "--epochs=1", "--val_every=1", "--resume"]) == 0
+    text = capsys.readouterr().out
+    assert "--resume: no checkpoint in" in text and "starting from scratch" in text
+    assert "val epoch 1: mpjpe_all" in text and "finished at step 2 (epoch 1)" in text
+
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if "loss/total" in r]
+    assert [r["step"] for r in train_rows] == [1, 2]
+    for r in train_rows:
+        assert r["images_per_s"] > 0 and 0 <= r["data_wait"] <= 1 and r["lr"] == 1e-4
+        assert {"loss/joint_heatmap", "loss/rel_root_depth", "loss/hand_type"} <= r.keys()
+    val = [r for r in rows if "val/mpjpe_all" in r]
+    assert len(val) == 1 and val[0]["epoch"] == 1 and val[0]["step"] == 2
+    assert 0 < val[0]["val/mpjpe_all"] < 1e4 and 0 <= val[0]["val/handedness_accuracy"] <= 1
+
+    cfg = json.loads((out / "config.json").read_text())
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    assert cfg["git_revision"] == (head or "unknown") and cfg["model"] == "tiny" and cfg["world_size"] == 1
+    png = (out / "loss_curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert any((out / "tb").glob("events.out.tfevents.*"))
+    assert (out / "final.pt").is_file()
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step_00000002.pt"]  # the epoch end
+    # The same --out again without --resume would mix two runs' checkpoints: refused.
+    assert main([f"--shards={root}", f"--out={out}", *FAST]) == 2
+    assert "already holds checkpoints (step_00000002.pt); pass --resume" in capsys.readouterr().err
+
+
+def _garble_one_jpeg(tar, idx):
+    """Zero the first half of the second sample's JPEG after its SOI marker (DALI's decoder fails
+    without naming the file: `nvImageCodec failure`); returns the member name."""
+    fields = idx.read_text().splitlines()[2].split()
+    off, size, name = int(fields[1]), int(fields[2]), fields[3]
+    data = bytearray(tar.read_bytes())
+    data[off + 2: off + size // 2] = bytes(size // 2 - 2)
+    tar.write_bytes(bytes(data))
+    return name
+
+
+def test_corrupt_shard_mid_epoch_is_named(shards, tmp_path):
+    root = subset(shards, tmp_path / "shards", 2, copy=True)  # 8 samples: 4 steps
+    bad = sorted((root / "train").glob("*.tar"))[1]
+    member = _garble_one_jpeg(bad, bad.with_suffix(".idx"))
+    with pytest.raises(RuntimeError) as err:
+        main([f"--shards={root}", f"--out={tmp_path / 'run'}", *FAST, "--epochs=1", "--val_every=0"])
+    msg = str(err.value)
+    assert f"corrupt shard {bad}: member {member}" in msg and "JPEG does not decode" in msg
+    assert "reading " + str(root / "train") in msg and "at step" in msg and "DALI said: nvidia.dali.fn." in msg
+
+
+def test_shard_scan_finds_truncation_and_garbled_headers(shards, tmp_path):
+    root = subset(shards, tmp_path / "shards", 2, copy=True)
+    tars = sorted((root / "train").glob("*.tar"))
+    idxs = [t.with_suffix(".idx") for t in tars]
+    assert scan_shards(tars, idxs, full_decode=True, progress=False) is None  # intact shards pass
+    fields = idxs[1].read_text().splitlines()[3].split()  # third sample: jpg offset size name ...
+    data = bytearray(tars[1].read_bytes())
+    data[int(fields[5]) - 512: int(fields[5]) - 500] = b"X" * 12  # the json member's tar header name
+    tars[1].write_bytes(bytes(data))
+    found = scan_shards(tars, idxs, full_decode=False, progress=False)
+    assert found.startswith(f"{tars[1]}: member {fields[7]} at byte {fields[5]}: tar header checksum")
+    os.truncate(tars[0], int(idxs[0].read_text().splitlines()[2].split()[1]) + 100)
+    found = scan_shards(tars, idxs, full_decode=False, progress=False)
+    assert found.startswith(f"{tars[0]}: member ") and "outside the file" in found and "truncated?" in found
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--help"], "Options (paper defaults)"),
+    (["--shards=/x", "--out=/y", "--nope=1"], "error: unknown option --nope"),
+    (["--shards=/x", "--out=/y", "--epochs=zero"], "error: --epochs: cannot read"),
+    (["--shards=/x", "--out=/y", "--model=huge"], "error: unknown model preset 'huge'"),
+    (["--out=/y"], "error: --shards and --out are required"),
+])
+def test_command_line_misuse_is_a_message(argv, expected, capsys):
+    assert main(argv) == (0 if argv == ["--help"] else 2)
+    out = capsys.readouterr()
+    assert expected in out.out + out.err
+
+
+def test_the_script_reports_misuse_without_a_traceback():
+    res = subprocess.run([python(), str(REPO / "train" / "main.py"), "--shards=/x", "--out=/y", "--lr"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "error: --lr needs a value" in res.stderr and "Traceback" not in res.stderr
