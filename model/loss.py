@@ -15,6 +15,7 @@ further sums and the combination are float64 on tensors 1/W the size (benchmarks
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig, get_config
@@ -82,14 +83,15 @@ def root_depth_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tenso
 def hand_type_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """mean over B of hand_type_valid * (BCE averaged over the 2 outputs).
 
-    Written out (logs clamped at -100, as F.binary_cross_entropy) because that function refuses to
-    run under autocast; the values are the same.
+    F.binary_cross_entropy as the original (logs clamped at -100, and a backward that stays finite
+    when a probability saturates at 0 or 1 - a written-out clamp(log) gives 0/0 = NaN there). It
+    refuses to run under autocast, so autocast is switched off around it (float32 inputs).
     """
     _check_same_shape("hand_type", pred, target)
     if valid.shape != pred.shape[:1]:
         raise ValueError(f"hand_type_valid must be (B,) = {tuple(pred.shape[:1])}, got {tuple(valid.shape)}")
-    p, t = pred.float(), target.float()
-    bce = -(t * p.log().clamp(min=-100) + (1 - t) * (1 - p).log().clamp(min=-100))  # (B, 2)
+    with torch.autocast(device_type=pred.device.type, enabled=False):
+        bce = F.binary_cross_entropy(pred.float(), target.float(), reduction="none")  # (B, 2)
     return (bce.mean(dim=1) * valid.float()).mean()
 
 

@@ -125,3 +125,17 @@ def test_criterion_on_model_outputs_and_under_autocast():
     assert out["heatmaps"].dtype == torch.bfloat16 and out["rel_root_depth"].dtype == torch.float32
     assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
+
+
+def test_hand_type_gradient_is_finite_when_saturated():
+    # A sigmoid output that rounds to exactly 1 or 0 (it happens within a few dozen steps when
+    # training from scratch): the gradient must stay finite, as F.binary_cross_entropy's does.
+    logits = torch.tensor([[40.0, -120.0], [40.0, 40.0], [0.3, -0.2]], requires_grad=True)
+    prob = torch.sigmoid(logits)
+    assert prob[0, 0].item() == 1.0 and prob[0, 1].item() == 0.0
+    target = torch.tensor([[0.0, 1.0], [1.0, 1.0], [1.0, 0.0]])  # row 0: confidently wrong
+    loss = hand_type_loss(prob, target, torch.ones(3))
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
+    ref = torch.nn.functional.binary_cross_entropy(torch.sigmoid(logits.detach()), target, reduction="none").mean(1).mean()
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-6)
