@@ -70,7 +70,7 @@ PRESETS: dict[str, dict] = {
     "stb": {"epochs": 50, "lr_decay_epochs": (45, 47)},
     # Minutes on 2 CPU cores: a small backbone, small input and heatmaps (model preset "demo").
     "demo": {
-        "model": "demo", "epochs": 8, "lr": 1e-3, "lr_decay_epochs": (7,), "batch_size": 8,
+        "model": "demo", "epochs": 10, "lr": 3e-3, "lr_decay_epochs": (9,), "batch_size": 8,
         "compile": False, "log_every": 25,
     },
 }
