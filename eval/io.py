@@ -1,24 +1,14 @@
 """Atomic writes (temporary file in the destination folder, then rename) for the evaluation outputs."""
 import io
 import json
-import os
-import tempfile
 
 import numpy as np
 
+from shards.atomic import atomic_write_bytes
+
 
 def write_bytes(path: str, data: bytes) -> str:
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-" + os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, data)
     return path
 
 

@@ -8,15 +8,15 @@ torch.compile (`_orig_mod.`) and DDP/DataParallel (`module.`) add.
 """
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+from shards.atomic import atomic_write
 
 from .config import JOINTS_PER_HAND, ModelConfig, get_config
 from .internet import InterNet, describe_mismatch, unwrap
@@ -128,16 +128,5 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: ModelConfig | No
     net = unwrap(model)
     config = config or net.config
     payload = {"format": FORMAT, "model_config": config.to_dict(), "model": clean_state_dict(net.state_dict()), **extra}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: torch.save(payload, f))
     return path

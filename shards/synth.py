@@ -45,6 +45,7 @@ import simplejpeg
 from tqdm import tqdm
 
 from . import handmodel as hm
+from .atomic import atomic_write_bytes
 from .geometry import process_bbox
 from .render import Look, random_look, random_skin, render
 from .skeleton import JOINT_NAMES, parents
@@ -89,11 +90,7 @@ def _write_task(task: Task) -> int:
 
 
 def _atomic_write(path, data: bytes):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, data, fsync=False)  # thousands of small files: rename, no fsync
 
 
 def write_json(path, obj):

@@ -1,0 +1,39 @@
+"""Atomic local file writes, shared by every stage: write a temporary file in the destination
+folder, then os.replace it onto the final name, so an interrupted run never leaves a half-written
+file under the real name. Temporary names are `.<name>.<random>.tmp`."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path, write: Callable[[BinaryIO], object], fsync: bool = True) -> Path:
+    """Call `write(file)` on a temporary file beside `path`, then rename it to `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_bytes(path, data: bytes, fsync: bool = True) -> Path:
+    return atomic_write(path, lambda f: f.write(data), fsync=fsync)
