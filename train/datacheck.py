@@ -23,22 +23,29 @@ def is_dali_error(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and ("Critical error in pipeline" in text or "nvidia.dali" in text)
 
 
+def _octal(field: bytes, empty: int) -> int | None:
+    """A NUL/space-padded octal tar header field; `empty` when blank, None when not a number."""
+    text = field.split(b"\0", 1)[0].strip()
+    try:
+        return int(text, 8) if text else empty
+    except ValueError:
+        return None
+
+
 def _tar_header_problem(head: bytes, name: str, size: int) -> str | None:
     if len(head) != 512:
         return "tar header cut off"
     stored = sum(head[:148]) + 8 * 32 + sum(head[156:])
-    try:
-        chk = int(head[148:156].split(b"\0", 1)[0].strip() or b"-1", 8)
-    except ValueError:
+    chk = _octal(head[148:156], -1)
+    if chk is None:
         return "tar header checksum field is not a number"
     if chk != stored:
         return f"tar header checksum {chk} != {stored} (garbled header)"
     member = head[:100].split(b"\0", 1)[0].decode("utf-8", "replace")
     if member != name and not member.endswith("/" + name):
         return f"tar header names {member!r}, the index says {name!r}"
-    try:
-        hsize = int(head[124:136].split(b"\0", 1)[0].strip() or b"0", 8)
-    except ValueError:
+    hsize = _octal(head[124:136], 0)
+    if hsize is None:
         return "tar header size field is not a number"
     if hsize != size:
         return f"tar header size {hsize} != index size {size}"
