@@ -1,15 +1,16 @@
 """Images/s of the data pipeline against the original-style loader, same shards, same cores, one run.
 
     python -m benchmarks.pipeline --shards data/shards/interhand --split train [--batch-size 32]
-                                  [--batches 40] [--cores N] [--extract DIR] [--input-size 256]
+                                  [--batches 40] [--rounds 3] [--cores N] [--extract DIR]
+                                  [--input-size 256]
 
 (a) original-style: a torch DataLoader whose workers each read one JPEG file per sample from a
     folder extracted from the shards (as the original reads images/<split>/...jpg), decode it
     (cv2.imdecode as the original when opencv is installed, else simplejpeg), convert to float32,
     mirror, cv2.warpAffine (else a per-sample numpy bilinear warp), colour-scale and transform the
     labels per sample in numpy, with the original's augmentation; default collation.
-(b) ours on the CPU: build_loader(device=cpu), DALI with `cores` threads (ROI decode), cv2.warpAffine
-    of the decoded region in the loader.
+(b) ours on the CPU: build_loader(device=cpu), DALI with `cores - 1` threads (ROI decode) and the
+    calling thread warping the decoded regions (uint8 cv2.warpAffine + colour lookup table).
 (c) ours on the GPU (when CUDA is available): nvJPEG + GPU warp.
 All in training mode (shuffle + random augmentation), batches of input-size patches (256 by default).
 Prints a table: images/s, images/s per core, and the ratios to (a).
@@ -167,8 +168,10 @@ def main(argv=None) -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--batches", type=int, default=40, help="measured batches per loader")
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3, help="alternating measurements per loader (median reported)")
+    ap.add_argument("--pause", type=float, default=2.0, help="seconds idle before each measurement")
     ap.add_argument("--cores", type=int, default=len(os.sched_getaffinity(0)),
-                    help="DataLoader workers for (a), DALI threads for (b)")
+                    help="DataLoader workers for (a); (b) uses cores - 1 DALI threads + its calling thread")
     ap.add_argument("--input-size", type=int, default=256, help="patch side (the demo trains at 128)")
     ap.add_argument("--extract", default=None, help="folder for (a)'s JPEG files (default: a temporary one)")
     args = ap.parse_args(argv)
@@ -178,35 +181,45 @@ def main(argv=None) -> None:
     folder = Path(args.extract or tmp).resolve()
     try:
         n = extract(split_dir, folder, need)
-        rows = []
         torch.set_num_threads(1)  # (a)'s main process only collates
         ds = OriginalStyleDataset(folder, input_size=args.input_size)
         dl = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=True, drop_last=True,
                                          num_workers=args.cores, worker_init_fn=_worker_init,
                                          persistent_workers=True, prefetch_factor=2)
+        dl_iter = _forever(dl)
+        next(dl_iter)  # fork the workers now, before DALI starts its threads (fork after threads can hang)
         warp = "cv2.warpAffine" if cv2 is not None else "numpy bilinear"
-        rows.append((f"(a) original-style DataLoader, {args.cores} workers, {warp}",
-                     measure(_forever(dl), args.batches, args.warmup, torch.device("cpu"))))
-        del dl
         cpu = torch.device("cpu")
-        ours = build_loader(split_dir, batch_size=args.batch_size, train=True, device=cpu, num_threads=args.cores,
-                            input_size=args.input_size)
-        rows.append((f"(b) ours, DALI on the CPU, {args.cores} threads",
-                     measure(_forever(ours), args.batches, args.warmup, cpu)))
-        del ours
+        # The loader's default split of the cores: DALI threads decode, the calling thread warps.
+        ours = build_loader(split_dir, batch_size=args.batch_size, train=True, device=cpu, input_size=args.input_size,
+                            num_threads=max(1, args.cores - 1))
+        loaders = [(f"(a) original-style DataLoader, {args.cores} workers, {warp}", dl_iter, cpu),
+                   (f"(b) ours on the CPU: {max(1, args.cores - 1)} DALI thread(s) + the warping thread",
+                    _forever(ours), cpu)]
         if torch.cuda.is_available():
             gpu = torch.device("cuda", torch.cuda.current_device())
-            ours = build_loader(split_dir, batch_size=args.batch_size, train=True, device=gpu, num_threads=args.cores,
-                                input_size=args.input_size)
-            rows.append((f"(c) ours, DALI on {torch.cuda.get_device_name(gpu)}, {args.cores} CPU threads",
-                         measure(_forever(ours), args.batches, args.warmup, gpu)))
-        else:
+            gpu_loader = build_loader(split_dir, batch_size=args.batch_size, train=True, device=gpu,
+                                      num_threads=args.cores, input_size=args.input_size)
+            loaders.append((f"(c) ours, DALI on {torch.cuda.get_device_name(gpu)}, {args.cores} CPU threads",
+                            _forever(gpu_loader), gpu))
+        # Rounds alternate the loaders so that a noisy neighbour hits all of them alike; the median
+        # round counts. A loader left idle refills its prefetch queue and then waits: a pause before each
+        # measurement lets the previous loader's refill finish off the clock of the next.
+        speeds = [[] for _ in loaders]
+        for r in range(args.rounds):
+            for (name, it, dev), got in zip(loaders, speeds):
+                time.sleep(args.pause)
+                got.append(measure(it, args.batches, args.warmup if r == 0 else 1, dev))
+        rows = [(name, float(np.median(got))) for (name, _, _), got in zip(loaders, speeds)]
+        if not torch.cuda.is_available():
             rows.append(("(c) ours on the GPU: no CUDA device here", float("nan")))
+        del dl, ours
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
     base = rows[0][1]
-    print(f"\n{n} samples of {split_dir}, batch {args.batch_size}, {args.batches} batches measured, "
+    print(f"\n{n} samples of {split_dir}, batch {args.batch_size}, median of {args.rounds} rounds of "
+          f"{args.batches} batches, "
           f"{args.cores} cores, {args.input_size}x{args.input_size} patches, training augmentation")
     print(f"{'loader':<66} {'images/s':>9} {'per core':>9} {'vs (a)':>7}")
     for name, ips in rows:

@@ -2,8 +2,8 @@
 
 One graph for both devices: `device_id=None` decodes on the CPU, an integer decodes with nvJPEG
 (`mixed`) and warps on that GPU. The random augmentation (SPEC 3.2) is drawn here with `fn.random.*`
-and returned per sample together with the image -> patch affine, so the batched label transform
-(pipeline/targets.py) uses exactly the matrix the image was warped with.
+and returned per sample together with the patch -> image affine, so the batched label transform
+(pipeline/targets.py) uses exactly the matrix the image was warped with (inverted in torch).
 
 Only the region of interest is decoded: the bounding box of the pixels the patch samples (its
 rotated, scaled square mapped back into the image, plus a margin for the bilinear taps), clamped to
@@ -11,11 +11,10 @@ the image. Every sample point outside that box lies outside the image, so the ze
 
 warp='dali' warps in the graph (fn.warp_affine, the GPU path); warp='host' returns the decoded ROI
 and its origin, and the loader warps it with OpenCV (the CPU path: DALI's CPU warp is ~5x slower
-than cv2.warpAffine, and cv2 is the original's own warp, float32 in, float32 out).
+than cv2.warpAffine, the original's own warp; uint8 in and out, 3x faster than float32 and within
+half a grey level of it).
 """
 from __future__ import annotations
-
-import math
 
 from nvidia.dali import fn, types
 from nvidia.dali import math as dmath
@@ -27,7 +26,7 @@ from shards.labels import OFFSETS
 # flip (0/1), colour scale (r, g, b).
 AUG_FIELDS = ("tx", "ty", "scale", "rot", "flip", "color_r", "color_g", "color_b")
 IDENTITY_AUG = (0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0)
-OUTPUTS = ("images", "lbl", "affine", "aug", "ids", "ids_host", "has_rootnet", "roi_origin")
+OUTPUTS = ("images", "lbl", "inv_affine", "aug", "ids", "ids_host", "has_rootnet", "roi_origin")
 WARPS = ("dali", "host")
 ROI_MARGIN = 2  # pixels around the sampled region: the bilinear taps and float rounding
 
@@ -62,80 +61,43 @@ def _random_aug():
     return fn.cat(trans, middle, color)
 
 
-def _field(lbl, name, k=0):
-    start = OFFSETS[name][0]
-    return lbl[start + k]
+def _field(lbl, name, k=0, n=None):
+    """A label field's scalar k, or its slice [k, k + n) when n is given (one DALI node)."""
+    start = OFFSETS[name][0] + k
+    return lbl[start] if n is None else lbl[start:start + n]
 
 
-def patch_affine_nodes(lbl, aug, input_size: int, use_rootnet: bool):
-    """Image -> patch affine (2x3, pixel centres at integers, the OpenCV convention) as DALI scalars.
+def patch_nodes(lbl, aug, input_size: int, use_rootnet: bool):
+    """The patch -> image affine (2x3, pixel centres at integers, the OpenCV convention) and the
+    decoded region [start, end) (int32 x, y) holding every pixel the patch samples.
 
-    The flip is folded in: mirroring the image (x -> width - 1 - x) and then warping around the
-    mirrored centre equals warping the unmirrored image with M @ F, F the mirror; joints go through
-    the same matrix. Returns (a00, a01, t0, a10, a11, t1)."""
+    The original's forward map (gen_trans_from_patch_cv) sends the shifted bbox centre c to the patch
+    centre S/2 and the bbox, scaled by s, rotated by rot, onto the S x S square; the image is mirrored
+    first when flipped (x -> W - 1 - x, centre mirrored with it). Its inverse, applied to a patch
+    point p, is x = c + Flip(R(rot) diag(bw s / S, bh s / S) (p - S/2)), Flip negating x: mirroring
+    the image and the centre together cancels except for the sign of the offset from the centre.
+    Built as a chain of fn.transforms (a handful of nodes instead of a scalar expression per
+    coefficient: the graph's per-sample arithmetic cost 30 % of the CPU pipeline's time).
+
+    The region is the bounding box of the patch square's corners mapped into the image, plus
+    ROI_MARGIN pixels for the bilinear taps and rounding, clamped to the image (at least 1 pixel);
+    every sample point outside it lies outside the image, so the zero border is kept."""
     box = "rootnet_bbox" if use_rootnet else "bbox"
-    bx, by, bw, bh = (_field(lbl, box, k) for k in range(4))
-    img_w = _field(lbl, "img_size", 0)
-    tx, ty, s, rot, f = (aug[k] for k in range(5))
+    xy, wh = _field(lbl, box, 0, 2), _field(lbl, box, 2, 2)
+    img_size = _field(lbl, "img_size", 0, 2)
     size = float(input_size)
-    # Shifted bbox centre (original: bbox x += w * tx, y += h * ty; centre = x + w / 2).
-    cx = bx + bw * tx + bw * 0.5
-    cy = by + bh * ty + bh * 0.5
-    cx = cx + f * (img_w - 1.0 - 2.0 * cx)  # mirrored centre when flipped
-    r = rot * (math.pi / 180.0)
-    cos, sin = dmath.cos(r), dmath.sin(r)
-    kx = size / (bw * s)
-    ky = size / (bh * s)
-    a00, a01 = kx * cos, kx * sin
-    a10, a11 = -ky * sin, ky * cos
-    t0 = size * 0.5 - (a00 * cx + a01 * cy)
-    t1 = size * 0.5 - (a10 * cx + a11 * cy)
-    # M @ F with F(x, y) = (img_w - 1 - x, y).
-    t0 = t0 + f * (img_w - 1.0) * a00
-    t1 = t1 + f * (img_w - 1.0) * a10
-    sx = 1.0 - 2.0 * f
-    return a00 * sx, a01, t0, a10 * sx, a11, t1
-
-
-def roi_nodes(lbl, aug, input_size: int, use_rootnet: bool):
-    """The decoded region [x0, y0, x1, y1) (ints) holding every pixel the patch samples.
-
-    The patch square of side S around its centre maps back to a rectangle of sides (bw, bh) * scale
-    rotated by rot around the shifted bbox centre; a flip mirrors the region about the image centre
-    and mirrors it back, so in the stored image it is the same. Its bounding box has half-extents
-    ex = (|cos| bw + |sin| bh) s / 2, ey = (|sin| bw + |cos| bh) s / 2."""
-    box = "rootnet_bbox" if use_rootnet else "bbox"
-    bx, by, bw, bh = (_field(lbl, box, k) for k in range(4))
-    img_w, img_h = _field(lbl, "img_size", 0), _field(lbl, "img_size", 1)
-    tx, ty, s, rot = (aug[k] for k in range(4))
-    cx = bx + bw * tx + bw * 0.5
-    cy = by + bh * ty + bh * 0.5
-    r = rot * (math.pi / 180.0)
-    c, sn = dmath.abs(dmath.cos(r)), dmath.abs(dmath.sin(r))
-    ex = (c * bw + sn * bh) * (s * 0.5) + ROI_MARGIN
-    ey = (sn * bw + c * bh) * (s * 0.5) + ROI_MARGIN
-    x0 = dmath.clamp(dmath.floor(cx - ex), 0.0, img_w - 1.0)
-    y0 = dmath.clamp(dmath.floor(cy - ey), 0.0, img_h - 1.0)
-    x1 = dmath.clamp(dmath.floor(cx + ex) + 2.0, x0 + 1.0, img_w)
-    y1 = dmath.clamp(dmath.floor(cy + ey) + 2.0, y0 + 1.0, img_h)
-    return x0, y0, x1, y1
-
-
-def shift_origin(coeffs, x0, y0):
-    """The affine of image pixels for the ROI's pixels (p_roi = p_img - origin): t += A @ origin.
-    The same in either pixel-centre convention, the shift being whole pixels."""
-    a00, a01, t0, a10, a11, t1 = coeffs
-    return a00, a01, t0 + a00 * x0 + a01 * y0, a10, a11, t1 + a10 * x0 + a11 * y0
-
-
-def to_dali_convention(a00, a01, t0, a10, a11, t1):
-    """DALI's warp puts pixel centres at +0.5 ([0, 0] is the corner of the first pixel), OpenCV at
-    integers. Conjugate by the half-pixel shift: M'(p) = M(p - 0.5) + 0.5."""
-    return a00, a01, t0 + 0.5 - 0.5 * (a00 + a01), a10, a11, t1 + 0.5 - 0.5 * (a10 + a11)
-
-
-def _stack6(vals):
-    return fn.reshape(fn.stack(*[fn.cast(v, dtype=types.FLOAT) for v in vals]), shape=[2, 3])
+    centre = xy + wh * (aug[0:2] + 0.5)  # original: bbox x += w * tx, y += h * ty; centre = x + w / 2
+    one = fn.constant(fdata=[1.0], shape=[1], dtype=types.FLOAT)
+    inv = fn.transforms.translation(offset=[-size / 2, -size / 2])
+    inv = fn.transforms.scale(inv, scale=wh * (aug[2] * (1.0 / size)))
+    inv = fn.transforms.rotation(inv, angle=aug[3])  # degrees; x right, y down as the original's
+    inv = fn.transforms.scale(inv, scale=fn.cat(1.0 - 2.0 * aug[4:5], one))  # the flip
+    inv = fn.transforms.translation(inv, offset=centre)
+    corners = fn.constant(fdata=[0.0, 0.0, size, 0.0, 0.0, size, size, size], shape=[4, 2], dtype=types.FLOAT)
+    pts = fn.coord_transform(corners, MT=inv)
+    lo = dmath.clamp(dmath.floor(fn.reductions.min(pts, axes=0)) - float(ROI_MARGIN), 0.0, img_size - 1.0)
+    hi = dmath.clamp(dmath.floor(fn.reductions.max(pts, axes=0)) + float(ROI_MARGIN + 2), lo + 1.0, img_size)
+    return inv, lo, fn.cast(lo, dtype=types.INT32), fn.cast(hi, dtype=types.INT32)
 
 
 def build_pipeline(tars, idxs, *, batch_size: int, train: bool, device_id: int | None, num_threads: int,
@@ -175,23 +137,23 @@ def build_pipeline(tars, idxs, *, batch_size: int, train: bool, device_id: int |
             aug = _random_aug()
         else:
             aug = fn.constant(fdata=list(IDENTITY_AUG), shape=[len(AUG_FIELDS)], dtype=types.FLOAT)
-        coeffs = patch_affine_nodes(lbl, aug, input_size, use_rootnet)
-        affine = _stack6(coeffs)  # OpenCV convention, for the labels
-        x0, y0, x1, y1 = roi_nodes(lbl, aug, input_size, use_rootnet)
-        start = fn.cast(fn.stack(x0, y0), dtype=types.INT32)  # "WH" order
-        end = fn.cast(fn.stack(x1, y1), dtype=types.INT32)
+        inv, origin, start, end = patch_nodes(lbl, aug, input_size, use_rootnet)
         # libjpeg-turbo / nvJPEG skip the work outside the ROI.
         image = fn.decoders.image_slice(jpg, start=start, end=end, device="mixed" if gpu else "cpu",
                                         output_type=types.RGB,
                                         **({"hw_decoder_load": hw_decoder_load} if gpu else {}))
-        roi_origin = fn.cast(start, dtype=types.FLOAT)
         if warp == "dali":
-            roi_coeffs = shift_origin(to_dali_convention(*coeffs) if half_pixel else coeffs, x0, y0)
+            # Destination -> source in the ROI's pixels. DALI puts pixel centres at +0.5 ([0, 0] is the
+            # corner of the first pixel), OpenCV at integers: conjugate by the half-pixel shift,
+            # M'(p) = M(p - 0.5) + 0.5, then subtract the ROI's origin.
+            half = 0.5 if half_pixel else 0.0
+            matrix = fn.transforms.combine(fn.transforms.translation(offset=[-half, -half]), inv,
+                                           fn.transforms.translation(offset=half - origin))
             # No fill_value: DALI then clamps source coordinates (its fast path, ~2x faster on the
             # CPU); pipeline.targets.finish_images multiplies by the in-image share of the bilinear
             # weights, which gives exactly OpenCV's zero border, and applies the colour scale.
-            images = fn.warp_affine(image, matrix=_stack6(roi_coeffs), size=[input_size, input_size],
-                                    inverse_map=False, interp_type=types.INTERP_LINEAR, dtype=types.FLOAT)
+            images = fn.warp_affine(image, matrix=matrix, size=[input_size, input_size], inverse_map=True,
+                                    interp_type=types.INTERP_LINEAR, dtype=types.FLOAT)
         elif gpu:
             raise ValueError("warp='host' is the CPU path (device_id=None); on a GPU the graph warps")
         else:
@@ -199,7 +161,7 @@ def build_pipeline(tars, idxs, *, batch_size: int, train: bool, device_id: int |
         has_rootnet = _field(lbl, "has_rootnet")
         ids_host = ids
         if gpu:  # small per-sample vectors go to the GPU inside DALI: no host sync in the training loop
-            lbl, affine, aug, ids = lbl.gpu(), affine.gpu(), aug.gpu(), ids.gpu()
-        pipe.set_outputs(images, lbl, affine, aug, ids, ids_host, has_rootnet, roi_origin)
+            lbl, inv, aug, ids = lbl.gpu(), inv.gpu(), aug.gpu(), ids.gpu()
+        pipe.set_outputs(images, lbl, inv, aug, ids, ids_host, has_rootnet, origin)
     return pipe
 

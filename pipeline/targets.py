@@ -1,7 +1,8 @@
 """Training targets from the label vectors, batched in torch on the training device (SPEC 3.3-3.7).
 
 Input per batch: `lbl` (B, LABEL_SIZE) as stored in the shards, `affine` (B, 2, 3) the image -> patch
-matrix the image was warped with (flip folded in, pixel centres at integers) and `aug` (B, 8) the
+matrix the image was warped with (flip folded in, pixel centres at integers; the inverse of the
+graph's patch -> image matrix, see invert_affine) and `aug` (B, 8) the
 augmentation parameters (pipeline.graph.AUG_FIELDS). No per-sample Python, no host syncs.
 """
 from __future__ import annotations
@@ -32,15 +33,16 @@ def invert_affine(affine: torch.Tensor) -> torch.Tensor:
     return inv.to(affine.dtype)
 
 
-def finish_images(patch: torch.Tensor, affine: torch.Tensor, img_size: torch.Tensor, color: torch.Tensor) -> torch.Tensor:
+def finish_images(patch: torch.Tensor, inv: torch.Tensor, img_size: torch.Tensor, color: torch.Tensor) -> torch.Tensor:
     """(B, H, W, 3) float 0..255 warped with clamped borders -> network input in [0, 1], in place.
+    inv: (B, 2, 3) the patch -> image matrix the patch was sampled with.
 
     OpenCV's zero border (BORDER_CONSTANT) equals the clamped warp times the in-image share of the
     bilinear weights, wx * wy with wx = clamp(min(sx + 1, width - sx), 0, 1) at source x = sx (1
     inside the image, falling linearly to 0 over the pixel beyond the edge). Then the original's
     colour step: clip(patch * color, 0, 255) / 255."""
     b, h, w, _ = patch.shape
-    inv = invert_affine(affine).float()  # (B, 2, 3) patch -> image
+    inv = inv.float()
     u = torch.arange(w, device=patch.device, dtype=torch.float32).view(1, 1, w)
     v = torch.arange(h, device=patch.device, dtype=torch.float32).view(1, h, 1)
     size = img_size.float()  # (B, 2) width, height
@@ -55,16 +57,10 @@ def finish_images(patch: torch.Tensor, affine: torch.Tensor, img_size: torch.Ten
     return patch.clamp_(0.0, 1.0)
 
 
-def color_images(patch: torch.Tensor, color: torch.Tensor) -> torch.Tensor:
-    """(B, H, W, 3) float 0..255 with its zero border -> network input in [0, 1], in place: the
-    original's clip(patch * color, 0, 255) / 255."""
-    return patch.mul_((color.float() / 255.0)[:, None, None, :]).clamp_(0.0, 1.0)
-
-
 def make_targets(lbl: torch.Tensor, affine: torch.Tensor, aug: torch.Tensor, *, input_size: int = 256,
-                 heatmap_size=(64, 64, 64), root_bins: int = 64, with_inverse: bool = False) -> dict:
+                 heatmap_size=(64, 64, 64), root_bins: int = 64) -> dict:
     """The batch's targets: joint_coord (B, 42, 3) bins (x, y, z), joint_valid (B, 42), rel_root_depth (B,),
-    root_valid (B,), hand_type (B, 2), hand_type_valid (B,), and inv_trans (B, 2, 3) if with_inverse."""
+    root_valid (B,), hand_type (B, 2), hand_type_valid (B,)."""
     lbl, affine = lbl.float(), affine.float()
     depth_bins, hm_h, hm_w = heatmap_size
     joint_img = _field(lbl, "joint_img")  # (B, 42, 3): u, v px, Z mm
@@ -104,6 +100,4 @@ def make_targets(lbl: torch.Tensor, affine: torch.Tensor, aug: torch.Tensor, *, 
         "joint_coord": joint_coord, "joint_valid": valid, "rel_root_depth": rel_root_bins,
         "root_valid": root_valid, "hand_type": hand_type, "hand_type_valid": _field(lbl, "hand_type_valid")[:, 0],
     }
-    if with_inverse:
-        out["inv_trans"] = invert_affine(affine)
     return out

@@ -219,10 +219,10 @@ def test_roi_holds_every_sampled_pixel(data):
     pipe.build()
     smaller = 0
     for _ in range(6):
-        rois, _, affine, _, ids, _, _, origin = pipe.run()
+        rois, _, inv_affine, _, ids, _, _, origin = pipe.run()
         for i in range(N):
             rec = samples[int(ids.at(i)[0])][0]
-            inv = np.linalg.inv(np.vstack([affine.at(i).astype(np.float64), [0, 0, 1]]))[:2]
+            inv = inv_affine.at(i).astype(np.float64)  # patch -> image
             corners = np.array([[0, 0], [SIZE - 1, 0], [0, SIZE - 1], [SIZE - 1, SIZE - 1]], np.float64)
             pts = geometry.apply_affine(corners, inv)
             lo = np.clip(np.floor(pts.min(0)), 0, [rec["width"] - 1, rec["height"] - 1])
