@@ -40,11 +40,15 @@ synth: setup
 	$(BIN)/python -m shards.synth --out $(SYNTH)/$(SOURCE) --size $(SIZE) --format $(SOURCE)
 
 # make shards [DATA=<data set root>] [SOURCE=interhand|rhd|stb] [OUT=<dir or fsspec URL>]
-# Without DATA, the embedded synthetic set of that format is generated first.
+# Without DATA, the embedded synthetic set of that format is generated first (once: a finished set
+# leaves a .complete marker, as `make demo` does; delete the folder to regenerate).
 shards: setup
 	@if [ -z "$(DATA)" ]; then \
-	  $(BIN)/python -m shards.synth --out $(SYNTH)/$(SOURCE) --size $(SIZE) --format $(SOURCE) && \
-	  root=$(SYNTH)/$(SOURCE); else root=$(DATA); fi; \
+	  root=$(SYNTH)/$(SOURCE); \
+	  if [ ! -f $$root/.complete ]; then \
+	    $(BIN)/python -m shards.synth --out $$root --size $(SIZE) --format $(SOURCE) && touch $$root/.complete || exit 1; \
+	  else echo "shards: using the synthetic set in $$root (.complete)"; fi; \
+	else root=$(DATA); fi; \
 	$(BIN)/python -m shards --source $(SOURCE) --root $$root --out $(OUT)
 
 # Synthetic data -> shards -> train the demo preset -> evaluate, with baselines and pictures.

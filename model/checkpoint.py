@@ -56,7 +56,8 @@ def config_from_state_dict(sd: dict, input_size: int = 256, sigma: float = 2.5) 
     if channels % JOINTS_PER_HAND:
         raise ValueError(f"pose_net.joint_conv_1.0.weight has {channels} output channels, not a multiple of 21")
     return ModelConfig(backbone=f"resnet{depth}", input_size=input_size, depth_bins=channels // JOINTS_PER_HAND,
-                       root_bins=sd["pose_net.root_fc.2.weight"].shape[0], sigma=sigma)
+                       root_bins=sd["pose_net.root_fc.2.weight"].shape[0], sigma=sigma,
+                       head_channels=sd["pose_net.joint_conv_1.0.weight"].shape[1])
 
 
 def _safe_globals() -> list:

@@ -28,12 +28,12 @@ class BackboneNet(nn.Module):
         return self.resnet(images)
 
 
-def _deconv_stack(cin: int) -> nn.Sequential:
+def _deconv_stack(cin: int, width: int = HEAD_CHANNELS) -> nn.Sequential:
     """Three (ConvTranspose k4 s2 p1, no bias) + BN + ReLU; indices 0,1,2 / 3,4,5 / 6,7,8 as the original."""
     layers = []
-    for c in (cin, HEAD_CHANNELS, HEAD_CHANNELS):
-        layers += [nn.ConvTranspose2d(c, HEAD_CHANNELS, 4, stride=2, padding=1, bias=False),
-                   nn.BatchNorm2d(HEAD_CHANNELS), nn.ReLU(inplace=True)]
+    for c in (cin, width, width):
+        layers += [nn.ConvTranspose2d(c, width, 4, stride=2, padding=1, bias=False),
+                   nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
     return nn.Sequential(*layers)
 
 
@@ -42,13 +42,13 @@ def _mlp(cin: int, cout: int) -> nn.Sequential:
 
 
 class PoseNet(nn.Module):
-    def __init__(self, cin: int, depth_bins: int, root_bins: int):
+    def __init__(self, cin: int, depth_bins: int, root_bins: int, width: int = HEAD_CHANNELS):
         super().__init__()
-        self.depth_bins = depth_bins
-        self.joint_deconv_1 = _deconv_stack(cin)
-        self.joint_conv_1 = nn.Sequential(nn.Conv2d(HEAD_CHANNELS, JOINTS_PER_HAND * depth_bins, 1))
-        self.joint_deconv_2 = _deconv_stack(cin)
-        self.joint_conv_2 = nn.Sequential(nn.Conv2d(HEAD_CHANNELS, JOINTS_PER_HAND * depth_bins, 1))
+        self.depth_bins, self.width = depth_bins, width
+        self.joint_deconv_1 = _deconv_stack(cin, width)
+        self.joint_conv_1 = nn.Sequential(nn.Conv2d(width, JOINTS_PER_HAND * depth_bins, 1))
+        self.joint_deconv_2 = _deconv_stack(cin, width)
+        self.joint_conv_2 = nn.Sequential(nn.Conv2d(width, JOINTS_PER_HAND * depth_bins, 1))
         self.root_fc = _mlp(cin, root_bins)
         self.hand_fc = _mlp(cin, 2)
 
@@ -75,7 +75,7 @@ class PoseNet(nn.Module):
         # output, i.e. a contiguous (B, 42, D, H, W) view, which the loss and decoding read.
         f = torch.cat((f1, f2), 1).contiguous()
         c1, c2 = self.joint_conv_1[0], self.joint_conv_2[0]
-        w = torch.cat((c1.weight, c2.weight)).reshape(-1, HEAD_CHANNELS)[:, :, None, None]
+        w = torch.cat((c1.weight, c2.weight)).reshape(-1, self.width)[:, :, None, None]
         heat = F.conv2d(f, w, torch.cat((c1.bias, c2.bias)), groups=2)
         B, _, H, W = heat.shape
         return heat.contiguous().view(B, 2 * JOINTS_PER_HAND, self.depth_bins, H, W)
@@ -99,7 +99,8 @@ class InterNet(nn.Module):
         super().__init__()
         self.config = config
         self.backbone_net = BackboneNet(int(config.backbone.removeprefix("resnet")), init)
-        self.pose_net = PoseNet(self.backbone_net.resnet.out_channels, config.depth_bins, config.root_bins)
+        self.pose_net = PoseNet(self.backbone_net.resnet.out_channels, config.depth_bins, config.root_bins,
+                                config.head_channels)
         if init:
             self.pose_net.reset_parameters()
 

@@ -108,7 +108,7 @@ def test_state_dict_matches_original_checkpoint_layout():
     assert sum(v.numel() for k, v in sd.items() if "num_batches" not in k and "running" not in k) == 47_305_474
 
 
-@pytest.mark.parametrize("preset", ["tiny"])
+@pytest.mark.parametrize("preset", ["tiny", "demo"])
 def test_forward_equals_functional_reference(preset):
     torch.manual_seed(0)
     cfg = get_config(preset)
@@ -151,6 +151,13 @@ def test_head_sizes_follow_backbone():
     assert sd["pose_net.root_fc.0.weight"].shape == (512, 512)
     assert sd["pose_net.joint_conv_2.0.weight"].shape == (21 * 16, 256, 1, 1)
     assert sd["pose_net.root_fc.2.weight"].shape == (16, 512)
+    narrow = build_model("tiny", head_channels=64).state_dict()  # the demo's narrower heads
+    assert narrow["pose_net.joint_deconv_1.0.weight"].shape == (512, 64, 4, 4)
+    assert narrow["pose_net.joint_deconv_2.3.weight"].shape == (64, 64, 4, 4)
+    assert narrow["pose_net.joint_conv_1.0.weight"].shape == (21 * 16, 64, 1, 1)
+    assert sorted(narrow) == sorted(sd)  # same keys: only widths change
+    with pytest.raises(ValueError, match="head_channels"):
+        ModelConfig(head_channels=0)
 
 
 def test_head_initialisation_statistics():

@@ -125,9 +125,11 @@ def test_config_and_depth_inferred_from_weights():
             sd = ResNet(depth, init=False).state_dict()
         assert depth_from_state_dict(sd) == depth
     with torch.device("meta"):
-        sd = InterNet(get_config("paper", backbone="resnet101", depth_bins=48, root_bins=40), init=False).state_dict()
+        sd = InterNet(get_config("paper", backbone="resnet101", depth_bins=48, root_bins=40, head_channels=96),
+                      init=False).state_dict()
     cfg = config_from_state_dict(sd, input_size=192)
-    assert (cfg.backbone, cfg.depth_bins, cfg.root_bins, cfg.input_size) == ("resnet101", 48, 40, 192)
+    assert (cfg.backbone, cfg.depth_bins, cfg.root_bins, cfg.input_size, cfg.head_channels) == (
+        "resnet101", 48, 40, 192, 96)
     assert clean_state_dict({"module._orig_mod.a.b": 1, "x._orig_mod.y": 2}) == {"a.b": 1, "x.y": 2}
     with pytest.raises(ValueError, match="not an InterNet"):
         config_from_state_dict({"a": torch.zeros(1)})

@@ -70,8 +70,8 @@ PRESETS: dict[str, dict] = {
     "stb": {"epochs": 50, "lr_decay_epochs": (45, 47)},
     # Minutes on 2 CPU cores: a small backbone, small input and heatmaps (model preset "demo").
     "demo": {
-        "model": "demo", "epochs": 10, "lr": 3e-3, "lr_decay_epochs": (9,), "batch_size": 8,
-        "compile": False, "log_every": 25,
+        "model": "demo", "epochs": 20, "lr": 3e-3, "lr_decay_epochs": (18,), "batch_size": 16,
+        "compile": False, "log_every": 25, "val_every": 5,
     },
 }
 
