@@ -58,10 +58,16 @@ def extract(split_dir: Path, out: Path, limit: int) -> int:
 
 
 class OriginalStyleDataset(torch.utils.data.Dataset):
-    """Per-sample file read, decode, float32 conversion, warp and label maths, as the original does."""
+    """The original's per-sample path (InterHand2.6M main/dataset.py __getitem__ with
+    common/utils/preprocessing.py), step by step and with the copies it makes, since they are part
+    of its cost: load_img (cv2.imread, BGR -> RGB copy, float32), augmentation (copies the image,
+    draws get_aug_config), generate_patch_image (copies the image again, mirrors it as a view,
+    cv2.warpAffine - OpenCV copies a mirrored view - then float32), the colour clip, the joints one
+    by one through the affine, transform_input_to_output_space, and the final ToTensor-style
+    transpose and / 255. `aug` (AUG_FIELDS order) replaces the random draw (tests)."""
 
-    def __init__(self, folder: Path, input_size=256, hm=(64, 64, 64)):
-        self.folder, self.input_size, self.hm = folder, input_size, hm
+    def __init__(self, folder: Path, input_size=256, hm=(64, 64, 64), aug=None):
+        self.folder, self.input_size, self.hm, self.aug = folder, input_size, hm, aug
         rows = np.load(folder / "labels.npy")
         self.ids = rows[:, 0].astype(np.int64)
         self.lbl = labels.decode(rows[:, 1:].astype(np.float32))
@@ -69,19 +75,33 @@ class OriginalStyleDataset(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.ids)
 
-    def _load(self, path):
+    @staticmethod
+    def load_img(path):
         if cv2 is not None:
-            img = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)[:, :, ::-1]
+            img = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+            if not isinstance(img, np.ndarray):
+                raise IOError(f"cannot read {path}")
+            img = img[:, :, ::-1].copy()
         else:
             import simplejpeg
 
             img = simplejpeg.decode_jpeg(path.read_bytes(), colorspace="RGB")
         return img.astype(np.float32)
 
+    def get_aug_config(self):
+        if self.aug is not None:
+            tx, ty, scale, rot, flip, *color = self.aug
+            return np.array([tx, ty]), scale, rot, bool(flip), np.array(color)
+        trans = np.random.uniform(-0.15, 0.15, 2)
+        scale = np.clip(np.random.randn(), -1.0, 1.0) * 0.25 + 1.0
+        rot = np.clip(np.random.randn(), -2.0, 2.0) * 45 if np.random.rand() <= 0.6 else 0.0
+        return trans, scale, rot, np.random.rand() <= 0.5, np.random.uniform(0.8, 1.2, 3)
+
     def _warp(self, img, trans):
         s = self.input_size
         if cv2 is not None:
             return cv2.warpAffine(img, trans, (s, s), flags=cv2.INTER_LINEAR)
+        img = np.ascontiguousarray(img)
         inv = np.linalg.inv(np.vstack([trans, [0, 0, 1]]))[:2]
         v, u = np.mgrid[0:s, 0:s].astype(np.float32)
         sx, sy = inv[0, 0] * u + inv[0, 1] * v + inv[0, 2], inv[1, 0] * u + inv[1, 1] * v + inv[1, 2]
@@ -93,46 +113,68 @@ class OriginalStyleDataset(torch.utils.data.Dataset):
         return ((1 - fy) * ((1 - fx) * pad[y0, x0] + fx * pad[y0, x0 + 1])
                 + fy * ((1 - fx) * pad[y0 + 1, x0] + fx * pad[y0 + 1, x0 + 1]))
 
-    def __getitem__(self, i):
-        img = self._load(self.folder / f"{self.ids[i]}.jpg")
-        bbox = self.lbl["bbox"][i].copy()
-        joints = self.lbl["joint_img"][i].astype(np.float32).copy()
-        valid = self.lbl["joint_valid"][i].copy()
-        hand_type = self.lbl["hand_type"][i].copy()
-        trans_xy = np.random.uniform(-0.15, 0.15, 2)
-        scale = np.clip(np.random.randn(), -1.0, 1.0) * 0.25 + 1.0
-        rot = np.clip(np.random.randn(), -2.0, 2.0) * 45 if np.random.rand() <= 0.6 else 0.0
-        flip = np.random.rand() <= 0.5
-        color = np.random.uniform(0.8, 1.2, 3)
+    def generate_patch_image(self, cvimg, bbox, do_flip, scale, rot):
+        img = cvimg.copy()
+        c = np.array([bbox[0] + 0.5 * bbox[2], bbox[1] + 0.5 * bbox[3]])
+        if do_flip:
+            img = img[:, ::-1, :]
+            c[0] = img.shape[1] - c[0] - 1
+        out = (self.input_size, self.input_size)
+        trans = geometry.patch_affine(c, bbox[2:], scale, rot, out).astype(np.float32)
+        patch = self._warp(img, trans).astype(np.float32)
+        inv_trans = geometry.patch_affine(c, bbox[2:], scale, rot, out, inverse=True).astype(np.float32)
+        return patch, trans, inv_trans
+
+    def augmentation(self, img, bbox, joints, valid, hand_type):
+        img, joints, hand_type = img.copy(), joints.copy(), hand_type.copy()
+        width = img.shape[1]
+        trans_xy, scale, rot, do_flip, color = self.get_aug_config()
         bbox[0] += bbox[2] * trans_xy[0]
         bbox[1] += bbox[3] * trans_xy[1]
-        width = img.shape[1]
-        c = np.array([bbox[0] + bbox[2] / 2, bbox[1] + bbox[3] / 2])
-        if flip:
-            img = img[:, ::-1, :]
-            c[0] = width - c[0] - 1
+        img, trans, inv_trans = self.generate_patch_image(img, bbox, do_flip, scale, rot)
+        img = np.clip(img * color[None, None, :], 0, 255)
+        if do_flip:
             joints[:, 0] = width - joints[:, 0] - 1
             joints, valid, hand_type = joints[FLIP_PERM], valid[FLIP_PERM], hand_type[::-1].copy()
-        trans = geometry.patch_affine(c, bbox[2:], scale, rot, (self.input_size, self.input_size)).astype(np.float32)
-        patch = np.clip(self._warp(np.ascontiguousarray(img), trans) * color[None, None], 0, 255)
         for j in range(len(joints)):  # the original transforms joints one by one
             joints[j, :2] = trans @ np.array([joints[j, 0], joints[j, 1], 1.0], np.float32)
             valid[j] *= (0 <= joints[j, 0] < self.input_size) and (0 <= joints[j, 1] < self.input_size)
+        return img, joints, valid, hand_type, inv_trans
+
+    def to_output_space(self, joints, valid, rel, root_valid):
         r, l_ = ROOT["right"], ROOT["left"]
-        rel = joints[l_, 2] - joints[r, 2]
-        root_valid = valid[r] * valid[l_] if hand_type[0] * hand_type[1] == 1 else 0.0
+        joints, valid = joints.copy(), valid.copy()
         d, h, w = self.hm
-        joints[:, 0] *= w / self.input_size
-        joints[:, 1] *= h / self.input_size
+        joints[:, 0] = joints[:, 0] / self.input_size * w
+        joints[:, 1] = joints[:, 1] / self.input_size * h
         joints[:21, 2] -= joints[r, 2]
         joints[21:, 2] -= joints[l_, 2]
         joints[:, 2] = (joints[:, 2] / 200 + 1) / 2 * d
-        valid *= (joints[:, 2] >= 0) & (joints[:, 2] < d)
+        valid = valid * ((joints[:, 2] >= 0) & (joints[:, 2] < d)).astype(np.float32)
         rel = (rel / 200 + 1) / 2 * 64
-        root_valid *= float(0 <= rel < 64)
-        image = torch.from_numpy(patch.transpose(2, 0, 1).astype(np.float32)) / 255.0
-        return {"images": image, "joint_coord": joints, "joint_valid": valid, "rel_root_depth": np.float32(rel),
-                "root_valid": np.float32(root_valid), "hand_type": hand_type}
+        root_valid = root_valid * ((rel >= 0) & (rel < 64)).astype(np.float32)
+        return joints, valid, rel, root_valid
+
+    def __getitem__(self, i):
+        bbox = self.lbl["bbox"][i].copy()
+        joints = self.lbl["joint_img"][i].astype(np.float32)
+        valid = self.lbl["joint_valid"][i].copy()
+        hand_type = self.lbl["hand_type"][i].copy()
+        img = self.load_img(self.folder / f"{self.ids[i]}.jpg")
+        img, joints, valid, hand_type, _ = self.augmentation(img, bbox, joints, valid, hand_type)
+        r, l_ = ROOT["right"], ROOT["left"]
+        rel = np.array([joints[l_, 2] - joints[r, 2]], np.float32)
+        root_valid = (np.array([valid[r] * valid[l_]], np.float32) if hand_type[0] * hand_type[1] == 1
+                      else np.zeros(1, np.float32))
+        joints, valid, rel, root_valid = self.to_output_space(joints, valid, rel, root_valid)
+        image = torch.from_numpy(img.astype(np.float32).transpose(2, 0, 1)).contiguous() / 255.0  # ToTensor, / 255
+        return {"images": image, "joint_coord": joints, "joint_valid": valid, "rel_root_depth": rel[0],
+                "root_valid": root_valid[0], "hand_type": hand_type}
+
+
+# DataLoader workers come from a fork server: forking a process that already runs DALI's threads
+# (a test session, or the caller's own pipelines) can deadlock in the child.
+WORKER_START = "forkserver"
 
 
 def _worker_init(_):
@@ -185,9 +227,10 @@ def main(argv=None) -> None:
         ds = OriginalStyleDataset(folder, input_size=args.input_size)
         dl = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=True, drop_last=True,
                                          num_workers=args.cores, worker_init_fn=_worker_init,
-                                         persistent_workers=True, prefetch_factor=2)
+                                         persistent_workers=True, prefetch_factor=2,
+                                         multiprocessing_context=WORKER_START)
         dl_iter = _forever(dl)
-        next(dl_iter)  # fork the workers now, before DALI starts its threads (fork after threads can hang)
+        next(dl_iter)  # start the workers before DALI starts its threads
         warp = "cv2.warpAffine" if cv2 is not None else "numpy bilinear"
         cpu = torch.device("cpu")
         # The loader's default split of the cores: DALI threads decode, the calling thread warps.

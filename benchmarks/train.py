@@ -81,12 +81,13 @@ class EndlessShuffle(torch.utils.data.Sampler):
 def original_batches(folder: Path, mc, args, device):
     """The original-style loader over JPEG files extracted into `folder` (benchmarks.pipeline.extract),
     endless, with batches moved to `device` (pinned + non_blocking on CUDA)."""
-    from benchmarks.pipeline import OriginalStyleDataset, _worker_init
+    from benchmarks.pipeline import WORKER_START, OriginalStyleDataset, _worker_init
 
     ds = OriginalStyleDataset(folder, input_size=mc.input_size, hm=mc.heatmap_size)
     dl = torch.utils.data.DataLoader(ds, batch_size=args.batch, sampler=EndlessShuffle(len(ds)), drop_last=True,
                                      num_workers=args.workers, worker_init_fn=_worker_init,
-                                     pin_memory=device.type == "cuda", prefetch_factor=2 if args.workers else None)
+                                     pin_memory=device.type == "cuda", prefetch_factor=2 if args.workers else None,
+                                     multiprocessing_context=WORKER_START if args.workers else None)
     scale = mc.root_bins / 64  # OriginalStyleDataset bins the root depth in 64; the validity test is unchanged
     for b in dl:
         b = {k: v.to(device, non_blocking=True) for k, v in b.items()}
