@@ -221,8 +221,8 @@ class Loader:
         m[:, :, 2] -= origin  # image pixels -> ROI pixels
         tables = np.minimum(np.arange(256, dtype=np.float32)[None, :, None] * (color.numpy() / 255.0)[:, None, :],
                             1.0).astype(np.float32)  # (B, 256, 3)
-        out = torch.empty((len(m), size, size, 3), dtype=torch.float32)
-        dst = out.numpy()
+        dst = np.empty((len(m), size, size, 3), np.float32)  # numpy: huge pages for large buffers
+        out = torch.from_numpy(dst)
         patch = np.empty((size, size, 3), np.uint8)
         flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
         for i in range(len(m)):
