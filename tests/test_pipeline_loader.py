@@ -43,6 +43,34 @@ def test_batch_layout(split_dir):
     assert loader.num_samples == N and len(loader) == -(-N // B)
 
 
+
+def test_cpu_warp_leaves_opencv_thread_count_as_it_was(split_dir):
+    """The loader warps with OpenCV's worker threads off (they would fight DALI's decoding threads for
+    the cores) and gives the caller its setting back after every batch."""
+    cv2 = pytest.importorskip("cv2")
+    before = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(3)
+        loader = make(split_dir)
+        seen = []
+        real = loader._cv2.warpAffine
+
+        def spy(*a, **k):
+            seen.append(cv2.getNumThreads())
+            return real(*a, **k)
+
+        class Cv2Spy:
+            warpAffine = staticmethod(spy)
+
+            def __getattr__(self, name):
+                return getattr(cv2, name)
+
+        loader._cv2 = Cv2Spy()
+        next(iter(loader))
+        assert seen and set(seen) == {1} and cv2.getNumThreads() == 3
+    finally:
+        cv2.setNumThreads(before)
+
 def test_evaluation_every_sample_once_across_ranks(split_dir):
     """2 simulated ranks, 11 samples, batch 3: rank parts of 5 and 6, DALI pads both to 6 and the
     repeats are dropped. Two epochs, to show the second starts cleanly after the padding."""
