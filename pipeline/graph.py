@@ -138,10 +138,14 @@ def build_pipeline(tars, idxs, *, batch_size: int, train: bool, device_id: int |
         else:
             aug = fn.constant(fdata=list(IDENTITY_AUG), shape=[len(AUG_FIELDS)], dtype=types.FLOAT)
         inv, origin, start, end = patch_nodes(lbl, aug, input_size, use_rootnet)
-        # libjpeg-turbo / nvJPEG skip the work outside the ROI.
+        # libjpeg-turbo / nvJPEG skip the work outside the ROI. Pixels as stored, as the original's
+        # cv2.IMREAD_IGNORE_ORIENTATION (the annotations refer to them; DALI would apply EXIF
+        # rotation by default); on the GPU the chroma upsampling of libjpeg-turbo (cv2.imread's),
+        # not nvJPEG's default.
         image = fn.decoders.image_slice(jpg, start=start, end=end, device="mixed" if gpu else "cpu",
-                                        output_type=types.RGB,
-                                        **({"hw_decoder_load": hw_decoder_load} if gpu else {}))
+                                        output_type=types.RGB, adjust_orientation=False,
+                                        **({"hw_decoder_load": hw_decoder_load, "jpeg_fancy_upsampling": True}
+                                           if gpu else {}))
         if warp == "dali":
             # Destination -> source in the ROI's pixels. DALI puts pixel centres at +0.5 ([0, 0] is the
             # corner of the first pixel), OpenCV at integers: conjugate by the half-pixel shift,
@@ -160,7 +164,7 @@ def build_pipeline(tars, idxs, *, batch_size: int, train: bool, device_id: int |
             images = image  # (h, w, 3) uint8 ROI, warped by the loader
         has_rootnet = _field(lbl, "has_rootnet")
         ids_host = ids
-        if gpu:  # small per-sample vectors go to the GPU inside DALI: no host sync in the training loop
+        if gpu:  # small per-sample vectors go to the GPU inside DALI: the label maths runs on the device
             lbl, inv, aug, ids = lbl.gpu(), inv.gpu(), aug.gpu(), ids.gpu()
         pipe.set_outputs(images, lbl, inv, aug, ids, ids_host, has_rootnet, origin)
     return pipe

@@ -14,7 +14,7 @@ from pipeline.graph import AUG_FIELDS, ROI_MARGIN, aug_vector, build_pipeline
 from pipeline.loader import find_shards
 from shards import geometry
 from shards.skeleton import FLIP_PERM
-from tests.test_pipeline_fixtures import write_split
+from tests.test_pipeline_fixtures import _texture, write_split
 
 N = 10  # landscape + portrait, right / left / interacting, hands at the frame edge (see fixtures)
 SIZE = 128  # a smaller patch keeps the test fast; the maths does not depend on it
@@ -269,3 +269,39 @@ def test_reference_warp_is_opencvs(data):
     assert np.abs(ours - ref).mean() < 0.2
     shifted = cv2.warpAffine(img.astype(np.float32), trans + [[0, 0, 0.5], [0, 0, 0.5]], (SIZE, SIZE))
     assert np.abs(ours - shifted).mean() > 2.0  # a half-pixel error would show
+
+
+def test_exif_orientation_is_ignored_as_the_original_does(tmp_path):
+    """The original reads with cv2.IMREAD_IGNORE_ORIENTATION: pixels as stored, which the annotations
+    refer to. A decoder that applied an EXIF rotation would crop the wrong region."""
+    split_dir, records, images = write_split(tmp_path, "val", 4, per_shard=4, seed=9, exif_orientation=6)
+    samples = {r["annot_id"]: (r, img) for r, img in zip(records, images)}
+    for warp in WARPS:
+        compare(run_loader(split_dir, force_aug=CASES["flip_rot_shift"], warp=warp), samples)
+
+
+@pytest.mark.parametrize("subsampling", ["444", "422", "420"])
+def test_cpu_decode_is_bit_exact_with_the_originals_imread(subsampling):
+    """DALI's CPU decoder (whole image and region, odd offsets) gives exactly cv2.imread's pixels,
+    for every chroma subsampling (real camera JPEGs are mostly 4:2:0; the synthetic set is 4:4:4)."""
+    cv2 = pytest.importorskip("cv2")
+    import simplejpeg
+    from nvidia.dali import fn, pipeline_def, types
+
+    img = np.clip(_texture(np.random.default_rng(4), 334, 512), 0, 255).astype(np.uint8)
+    jpg = simplejpeg.encode_jpeg(img, quality=90, colorsubsampling=subsampling)
+    ref = cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)[:, :, ::-1]
+
+    @pipeline_def(batch_size=1, num_threads=1, device_id=None)
+    def decode():
+        data = fn.external_source(source=lambda: [np.frombuffer(jpg, np.uint8)], batch=True, dtype=types.UINT8)
+        full = fn.decoders.image(data, device="cpu", output_type=types.RGB, adjust_orientation=False)
+        roi = fn.decoders.image_slice(data, start=[37, 21], end=[301, 290], device="cpu", output_type=types.RGB,
+                                      adjust_orientation=False)
+        return full, roi
+
+    pipe = decode()
+    pipe.build()
+    full, roi = (o.as_array()[0] for o in pipe.run())
+    np.testing.assert_array_equal(full, ref)
+    np.testing.assert_array_equal(roi, ref[21:290, 37:301])

@@ -5,6 +5,7 @@ visible) and coloured dots at its joints, plus `json`, `lbl` and `ids` component
 writer produces them. Indexed with wds2idx exactly like real shards.
 """
 import json
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -79,12 +80,21 @@ def make_image(rng, record):
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def with_exif_orientation(jpg: bytes, value: int) -> bytes:
+    """The JPEG with an EXIF APP1 segment right after SOI holding one tag, Orientation = value
+    (6: 'rotate 90 degrees clockwise to display'), as cameras and phones write it."""
+    tiff = b"MM\x00\x2a" + struct.pack(">IH", 8, 1) + struct.pack(">HHIHH", 0x0112, 3, 1, value, 0) + b"\x00" * 4
+    body = b"Exif\x00\x00" + tiff
+    return jpg[:2] + b"\xff\xe1" + struct.pack(">H", len(body) + 2) + body + jpg[2:]
+
+
 def _jsonable(record):
     return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in record.items()}
 
 
-def write_split(root, split, n, per_shard=4, seed=0):
+def write_split(root, split, n, per_shard=4, seed=0, exif_orientation=None):
     """Write n samples as OUT/<split>/<split>-NNNNNN.tar (+ .idx, manifest.json).
+    exif_orientation: tag every JPEG with this EXIF orientation (the pixels stay as stored).
 
     Sample kinds cycle through landscape/portrait, right/left/interacting and a hand at the edge.
     Returns (split_dir, records, images) with images the decoded RGB arrays (what DALI decodes)."""
@@ -99,6 +109,8 @@ def write_split(root, split, n, per_shard=4, seed=0):
             for i in range(s, min(s + per_shard, n)):
                 rec = make_record(rng, 1000 + i, kinds[i % 3], portrait=(i // 2) % 2 == 1, near_edge=i % 5 == 4)
                 jpg = simplejpeg.encode_jpeg(make_image(rng, rec), quality=95, colorsubsampling="444")
+                if exif_orientation is not None:
+                    jpg = with_exif_orientation(jpg, exif_orientation)
                 lbl, ids = labels.encode(rec)
                 sink.write({"__key__": f"{rec['annot_id']:09d}", "jpg": jpg, "lbl": lbl, "ids": ids,
                             "json": json.dumps(_jsonable(rec)).encode()})
