@@ -5,12 +5,12 @@
                                   [--input-size 256]
 
 (a) original-style: a torch DataLoader whose workers each read one JPEG file per sample from a
-    folder extracted from the shards (as the original reads images/<split>/...jpg), decode it
-    (cv2.imdecode as the original when opencv is installed, else simplejpeg), convert to float32,
-    mirror, cv2.warpAffine (else a per-sample numpy bilinear warp), colour-scale and transform the
-    labels per sample in numpy, with the original's augmentation; default collation.
+    folder extracted from the shards (as the original reads images/<split>/...jpg) and run the
+    original's per-sample code step by step (OriginalStyleDataset: cv2.imread, float32, its image
+    copies, mirror, cv2.warpAffine, colour clip, joints one by one, heatmap space); default collation.
 (b) ours on the CPU: build_loader(device=cpu), DALI with `cores - 1` threads (ROI decode) and the
-    calling thread warping the decoded regions (uint8 cv2.warpAffine + colour lookup table).
+    calling thread warping the decoded regions (uint8 cv2.warpAffine, one OpenCV thread, + colour
+    lookup table).
 (c) ours on the GPU (when CUDA is available): nvJPEG + GPU warp.
 All in training mode (shuffle + random augmentation), batches of input-size patches (256 by default).
 Prints a table: images/s, images/s per core, and the ratios to (a).
