@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from .graph import WARPS, build_pipeline
 from .targets import finish_images, invert_affine, make_targets
 
 _NONE = np.iinfo(np.int64).min  # no annot_id
+SPARE_BUFFERS = 3  # CPU output buffers kept for reuse: the batch in use, the one before, one more
 
 
 def find_shards(split_dir) -> tuple[list[str], list[str], list[int]]:
@@ -128,6 +130,7 @@ class Loader:
             raise ValueError(f"device must be cpu or cuda, got {self.device}")
         self.epoch, self._step, self._run = 0, 0, 0  # _run: DALI batches run in the current epoch
         self._prev_id = _NONE  # evaluation: annot_id of the last sample of the previous batch
+        self._spare: list[tuple] = []  # CPU warp output buffers (see _output_buffer)
         self._pipe = self._build(None)
 
     def _build(self, checkpoint):
@@ -221,7 +224,7 @@ class Loader:
         m[:, :, 2] -= origin  # image pixels -> ROI pixels
         tables = np.minimum(np.arange(256, dtype=np.float32)[None, :, None] * (color.numpy() / 255.0)[:, None, :],
                             1.0).astype(np.float32)  # (B, 256, 3)
-        dst = np.empty((len(m), size, size, 3), np.float32)  # numpy: huge pages for large buffers
+        dst = self._output_buffer((len(m), size, size, 3))
         out = torch.from_numpy(dst)
         patch = np.empty((size, size, 3), np.uint8)
         flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
@@ -237,6 +240,22 @@ class Loader:
         finally:
             cv2.setNumThreads(cv_threads)
         return out
+
+    def _output_buffer(self, shape) -> np.ndarray:
+        """A float32 array for the CPU warp's output, in the memory of one of the last few batches if
+        no tensor refers to that batch any more (the caller has dropped it and its views), else new.
+        New memory costs: a batch of 64 at 256x256 is 50 MB, above glibc's mmap threshold, so every
+        new buffer is page-faulted and zeroed again. Each batch gets a fresh numpy view of its
+        buffer; torch.from_numpy keeps that view alive as long as any tensor shares the storage,
+        so a dead weak reference to the view means the memory is free."""
+        for buf, alive in self._spare:
+            if buf.shape == shape and alive() is None:
+                break
+        else:
+            buf = np.empty(shape, np.float32)  # numpy asks for transparent huge pages on large arrays
+        view = buf.view()
+        self._spare = [(buf, weakref.ref(view)), *[e for e in self._spare if e[0] is not buf]][:SPARE_BUFFERS]
+        return view
 
     def _to_torch(self, tl) -> torch.Tensor:
         """One DALI output batch -> a dense torch tensor on self.device (copied, in the current stream)."""

@@ -71,6 +71,23 @@ def test_cpu_warp_leaves_opencv_thread_count_as_it_was(split_dir):
     finally:
         cv2.setNumThreads(before)
 
+
+def test_cpu_output_buffers_are_reused_only_once_released(split_dir):
+    """The CPU loader recycles the memory of batches the caller has dropped, and never that of a
+    batch (or a view of one) still held."""
+    loader = make(split_dir, train=True)
+    it = (batch for _ in range(4) for batch in loader)  # across epochs
+    first = next(it)
+    view = next(it)["images"][1]  # only a view of the second batch is kept
+    kept = first["images"].clone(), view.clone()
+    ptrs = set()
+    for _ in range(3):  # each batch dropped right away
+        ptrs.add(next(it)["images"].data_ptr())
+    torch.testing.assert_close(first["images"], kept[0], rtol=0, atol=0)
+    torch.testing.assert_close(view, kept[1], rtol=0, atol=0)
+    assert first["images"].data_ptr() not in ptrs
+    assert len(ptrs) < 3  # a dropped batch's buffer came back
+
 def test_evaluation_every_sample_once_across_ranks(split_dir):
     """2 simulated ranks, 11 samples, batch 3: rank parts of 5 and 6, DALI pads both to 6 and the
     repeats are dropped. Two epochs, to show the second starts cleanly after the padding."""
