@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import weakref
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,29 @@ from .targets import finish_images, invert_affine, make_targets
 
 _NONE = np.iinfo(np.int64).min  # no annot_id
 SPARE_BUFFERS = 3  # CPU output buffers kept for reuse: the batch in use, the one before, one more
+
+
+_cv_lock = threading.Lock()
+_cv_state = {"users": 0, "saved": None}  # loaders warping right now; the caller's OpenCV thread count
+
+
+@contextmanager
+def _one_opencv_thread(cv2):
+    """OpenCV's worker threads off while loaders warp (any number of them, in any threads), the
+    process's setting back when the last one is done. One warping thread per loader: the other
+    cores decode, and OpenCV splitting each warp across them cost 7 % of the images/s on 2 cores."""
+    with _cv_lock:
+        if _cv_state["users"] == 0:
+            _cv_state["saved"] = cv2.getNumThreads()
+            cv2.setNumThreads(1)
+        _cv_state["users"] += 1
+    try:
+        yield
+    finally:
+        with _cv_lock:
+            _cv_state["users"] -= 1
+            if _cv_state["users"] == 0:
+                cv2.setNumThreads(_cv_state["saved"])
 
 
 def find_shards(split_dir) -> tuple[list[str], list[str], list[int]]:
@@ -228,17 +253,11 @@ class Loader:
         out = torch.from_numpy(dst)
         patch = np.empty((size, size, 3), np.uint8)
         flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-        # One warping thread: the other cores decode. OpenCV's own worker threads would split each
-        # warp across the cores DALI is using (7 % fewer images/s on 2 cores), so they are off meanwhile.
-        cv_threads = cv2.getNumThreads()
-        cv2.setNumThreads(1)
-        try:
+        with _one_opencv_thread(cv2):
             for i in range(len(m)):
                 cv2.warpAffine(np.asarray(rois[i]), m[i], (size, size), dst=patch, flags=flags,
                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
                 cv2.LUT(patch, tables[i].reshape(256, 1, 3), dst=dst[i])
-        finally:
-            cv2.setNumThreads(cv_threads)
         return out
 
     def _output_buffer(self, shape) -> np.ndarray:

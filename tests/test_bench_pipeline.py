@@ -1,5 +1,5 @@
 """benchmarks/pipeline.py: its original-style baseline computes what our loader computes (same
-forced augmentation: same labels, patches within a grey level), and the benchmark runs end to end.
+forced augmentation: same labels, every patch pixel within a grey level), and the benchmark runs end to end.
 
 Run: .venv/bin/python -m pytest -q tests/test_bench_pipeline.py
 """
@@ -43,8 +43,8 @@ def test_baseline_agrees_with_our_loader(split, case):
         assert b["root_valid"][i].item() == ref["root_valid"]
         if ref["root_valid"]:
             assert abs(b["rel_root_depth"][i].item() - ref["rel_root_depth"]) < 1e-3
-        mad = (b["images"][i] - ref["images"]).abs().mean().item() * 255
-        assert mad < 1.0, f"annot {aid}: patch mean absolute difference {mad:.2f} grey levels"
+        worst = (b["images"][i] - ref["images"]).abs().max().item() * 255  # the colour clip shows here
+        assert worst < 1.0, f"annot {aid}: patch differs by up to {worst:.2f} grey levels"
 
 
 def test_benchmark_prints_the_table(split, capsys):

@@ -95,10 +95,10 @@ def reference(rec, img, aug, use_rootnet=False, clamp=False):
 
 def run_loader(split_dir, **kw):
     kw.setdefault("train", False)
-    loader = build_loader(split_dir, batch_size=4, device=torch.device("cpu"), input_size=SIZE,
+    loader = build_loader(split_dir, batch_size=4, device=kw.pop("device", torch.device("cpu")), input_size=SIZE,
                           heatmap_size=HM, root_bins=ROOT_BINS, num_threads=1, **kw)
     batches = list(loader)
-    return {k: torch.cat([b[k] for b in batches]).numpy() for k in batches[0]}
+    return {k: torch.cat([b[k] for b in batches]).cpu().numpy() for k in batches[0]}
 
 
 def compare(out, samples, use_rootnet=False, max_mad=1.0):
@@ -271,10 +271,12 @@ def test_reference_warp_is_opencvs(data):
     assert np.abs(ours - shifted).mean() > 2.0  # a half-pixel error would show
 
 
-def test_exif_orientation_is_ignored_as_the_original_does(tmp_path):
+@pytest.mark.parametrize("subsampling", ["444", "420"])
+def test_exif_orientation_is_ignored_as_the_original_does(tmp_path, subsampling):
     """The original reads with cv2.IMREAD_IGNORE_ORIENTATION: pixels as stored, which the annotations
     refer to. A decoder that applied an EXIF rotation would crop the wrong region."""
-    split_dir, records, images = write_split(tmp_path, "val", 4, per_shard=4, seed=9, exif_orientation=6)
+    split_dir, records, images = write_split(tmp_path, "val", 4, per_shard=4, seed=9, exif_orientation=6,
+                                             subsampling=subsampling)
     samples = {r["annot_id"]: (r, img) for r, img in zip(records, images)}
     for warp in WARPS:
         compare(run_loader(split_dir, force_aug=CASES["flip_rot_shift"], warp=warp), samples)

@@ -92,9 +92,10 @@ def _jsonable(record):
     return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in record.items()}
 
 
-def write_split(root, split, n, per_shard=4, seed=0, exif_orientation=None):
+def write_split(root, split, n, per_shard=4, seed=0, exif_orientation=None, subsampling="444"):
     """Write n samples as OUT/<split>/<split>-NNNNNN.tar (+ .idx, manifest.json).
     exif_orientation: tag every JPEG with this EXIF orientation (the pixels stay as stored).
+    subsampling: the JPEGs' chroma subsampling ("444", "422", "420").
 
     Sample kinds cycle through landscape/portrait, right/left/interacting and a hand at the edge.
     Returns (split_dir, records, images) with images the decoded RGB arrays (what DALI decodes)."""
@@ -108,7 +109,7 @@ def write_split(root, split, n, per_shard=4, seed=0, exif_orientation=None):
         with wds.TarWriter(str(tar)) as sink:
             for i in range(s, min(s + per_shard, n)):
                 rec = make_record(rng, 1000 + i, kinds[i % 3], portrait=(i // 2) % 2 == 1, near_edge=i % 5 == 4)
-                jpg = simplejpeg.encode_jpeg(make_image(rng, rec), quality=95, colorsubsampling="444")
+                jpg = simplejpeg.encode_jpeg(make_image(rng, rec), quality=95, colorsubsampling=subsampling)
                 if exif_orientation is not None:
                     jpg = with_exif_orientation(jpg, exif_orientation)
                 lbl, ids = labels.encode(rec)

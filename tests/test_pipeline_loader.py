@@ -46,28 +46,55 @@ def test_batch_layout(split_dir):
 
 def test_cpu_warp_leaves_opencv_thread_count_as_it_was(split_dir):
     """The loader warps with OpenCV's worker threads off (they would fight DALI's decoding threads for
-    the cores) and gives the caller its setting back after every batch."""
+    the cores) and gives the process its setting back, also when loaders in two threads warp at
+    the same time: here B starts warping while A warps, A finishes first, B last."""
+    import threading
+
     cv2 = pytest.importorskip("cv2")
     before = cv2.getNumThreads()
+    seen = []
+    a_inside, b_inside, a_done = threading.Event(), threading.Event(), threading.Event()
+
+    class Cv2Spy:
+        def __init__(self, on_first_warp=None):
+            self.on_first_warp = on_first_warp
+
+        def warpAffine(self, *a, **k):
+            seen.append(cv2.getNumThreads())
+            if self.on_first_warp:
+                self.on_first_warp()
+                self.on_first_warp = None
+            return cv2.warpAffine(*a, **k)
+
+        def __getattr__(self, name):
+            return getattr(cv2, name)
+
+    def first_warp_a():
+        a_inside.set()
+        assert b_inside.wait(30)
+
+    def first_warp_b():
+        b_inside.set()
+        assert a_done.wait(30)
+
+    def run_a(loader):
+        list(loader)
+        a_done.set()
+
     try:
         cv2.setNumThreads(3)
-        loader = make(split_dir)
-        seen = []
-        real = loader._cv2.warpAffine
-
-        def spy(*a, **k):
-            seen.append(cv2.getNumThreads())
-            return real(*a, **k)
-
-        class Cv2Spy:
-            warpAffine = staticmethod(spy)
-
-            def __getattr__(self, name):
-                return getattr(cv2, name)
-
-        loader._cv2 = Cv2Spy()
-        next(iter(loader))
+        single, a, b = (make(split_dir, train=True, batch_size=2) for _ in range(3))
+        single._cv2, a._cv2, b._cv2 = Cv2Spy(), Cv2Spy(first_warp_a), Cv2Spy(first_warp_b)
+        list(single)
         assert seen and set(seen) == {1} and cv2.getNumThreads() == 3
+        threads = [threading.Thread(target=run_a, args=(a,)), threading.Thread(target=lambda: list(b))]
+        threads[0].start()
+        assert a_inside.wait(30)
+        threads[1].start()
+        for t in threads:
+            t.join(60)
+        assert a_done.is_set() and not any(t.is_alive() for t in threads)
+        assert set(seen) == {1} and cv2.getNumThreads() == 3
     finally:
         cv2.setNumThreads(before)
 
@@ -180,6 +207,21 @@ def test_gpu_matches_cpu(split_dir):
         for key in ("joint_coord", "joint_valid", "rel_root_depth", "root_valid", "hand_type", "annot_id"):
             torch.testing.assert_close(g[key].cpu(), c[key], atol=1e-4, rtol=0)
 
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_decodes_subsampled_exif_tagged_jpegs_as_the_original(tmp_path):
+    """4:2:0 JPEGs (as cameras write them) tagged with an EXIF rotation: the GPU decoder keeps the
+    stored pixels (the original ignores EXIF) and upsamples chroma as libjpeg-turbo does, so the
+    GPU path matches the independent reference as the CPU path does."""
+    from tests.test_pipeline_exact import CASES, compare, run_loader
+
+    split, records, images = write_split(tmp_path, "val", 6, per_shard=3, seed=8, exif_orientation=6,
+                                         subsampling="420")
+    samples = {r["annot_id"]: (r, img) for r, img in zip(records, images)}
+    compare(run_loader(split, force_aug=CASES["flip_rot_shift"], device=torch.device("cuda")), samples)
+    compare(run_loader(split, force_aug=CASES["flip_rot_shift"]), samples)  # the CPU path on the same data
 
 def test_manifest_is_checked(split_dir, tmp_path):
     import json
