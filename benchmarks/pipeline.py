@@ -230,7 +230,7 @@ def main(argv=None) -> None:
                                          persistent_workers=True, prefetch_factor=2,
                                          multiprocessing_context=WORKER_START)
         dl_iter = _forever(dl)
-        next(dl_iter)  # start the workers before DALI starts its threads
+        next(dl_iter)  # start the fork server and the workers off the clock
         warp = "cv2.warpAffine" if cv2 is not None else "numpy bilinear"
         cpu = torch.device("cpu")
         # The loader's default split of the cores: DALI threads decode, the calling thread warps.
