@@ -1,4 +1,4 @@
-"""Tests of the synthetic data set generator (shards.synth, shards.synth_single, shards.render).
+"""Tests of the synthetic data set generator (the shards.synth package).
 
 Run: .venv/bin/python -m pytest -q tests/test_synth.py
 """
@@ -11,7 +11,9 @@ import pytest
 import simplejpeg
 from pycocotools.coco import COCO
 
-from shards import render, synth, synth_single
+from shards import synth
+from shards.synth import common, interhand, render
+from shards.synth import single as synth_single
 from shards.skeleton import JOINT_NAMES, parents
 
 SPLITS = ("train", "val", "test")
@@ -160,7 +162,7 @@ def test_rootnet_output(ih):
 
 def test_projected_joints_land_on_the_drawn_hand(ih):
     root, _, ann = ih
-    plan = synth.plan_interhand(str(root), "val", synth.SIZES["tiny"]["val"], 0)
+    plan = interhand.plan_interhand(str(root), "val", common.SIZES["tiny"]["val"], 0)
     tasks = {os.path.relpath(t.path, root / "images" / "val"): t for t in plan["tasks"]}
     near = total = own_hand = 0
     for img, a, cam, j3, _ in _rows(ann, "val"):
@@ -169,7 +171,7 @@ def test_projected_joints_land_on_the_drawn_hand(ih):
         v = np.array(a["joint_valid"], bool).ravel()
         np.testing.assert_allclose(task.joints_cam[v], xc[v], atol=1e-6)  # the picture's geometry
         jpeg = simplejpeg.decode_jpeg(open(root / "images" / "val" / img["file_name"], "rb").read())
-        diff = jpeg.astype(float) - synth.render_task(task)  # the JPEG is this JSON's picture
+        diff = jpeg.astype(float) - common.render_task(task)  # the JPEG is this JSON's picture
         h4, w4 = img["height"] // 4 * 4, img["width"] // 4 * 4
         assert np.abs(diff[:h4, :w4].reshape(h4 // 4, 4, w4 // 4, 4, 3).mean((1, 3))).mean() < 1.5
         ras = render.rasterize(task.joints_cam, task.present, task.focal, task.princpt, img["width"], img["height"])

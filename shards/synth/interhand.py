@@ -1,107 +1,18 @@
-"""Synthetic InterHand2.6M (and RHD / STB) data set generator: the project's embedded data set.
+"""The synthetic InterHand2.6M v1.0 set (layout in shards/synth/__init__.py): cameras around each
+capture, two-hand sequences, the four annotation files and RootNet-like output."""
 
-Run:
-    python -m shards.synth --out DIR [--seed 0] [--size tiny|small|medium]
-                           [--format interhand|rhd|stb] [--workers N]
-or call `generate(out_dir, size, seed, fmt)`. The same seed gives byte-identical files whatever the
-number of workers. Hands are drawn by shards.render from the kinematic model of shards.handmodel.
-
---format interhand: DIR is the InterHand2.6M v1.0 root (SPEC section 1):
-    images/{train,val,test}/Capture<c>/<seq>/cam<cam>/image<frame>.jpg
-    annotations/skeleton.txt
-    annotations/{split}/InterHand2.6M_{split}_{data,camera,joint_3d,MANO_NeuralAnnot}.json
-    rootnet_output/rootnet_interhand2.6m_output_{val,test}.json
-Capture numbers restart in each split; image and annotation ids too (annotation id == image id).
-A single-hand frame keeps the other hand in joint_3d with all its joints invalid and world
-coordinates 0, and its MANO entry null.
-
---format rhd / stb: DIR is the folder the original code calls its data root (`data/RHD/data`,
-`data/STB/data`); layouts as read by the original data/RHD/dataset.py and data/STB/dataset.py:
-    RHD: DIR/RHD_{training,evaluation}.json, DIR/{training,evaluation}/color/<file_name>,
-         DIR/skeleton.txt; 320x320 images. (The original reads RootNet output from
-         DIR/../rootnet_output/rootnet_rhd_output.json; not written here.)
-    STB: DIR/STB_{train,test}.json, DIR/images/<seq_name>/<file_name> (seq_name from the image
-         entry, e.g. B1Counting; test = B1*, train = B2*-B6*), DIR/skeleton.txt; 640x480 images.
-    COCO json: images[] {id, file_name, width, height, cam_param {focal [fx, fy], princpt [cx, cy]}
-    (+ seq_name for STB)}; annotations[] {id, image_id, bbox [x, y, w, h], joint_img 21x2 px,
-    joint_cam 21x3 mm (camera space; there is no extrinsic), joint_valid 21 (flat list of 0/1),
-    hand_type 'right'|'left'} (no hand_type_valid: the original treats it as 1).
-    Joint order of the 21: wrist 0, then thumb tip..base (1-4), index (5-8), middle, ring, pinky
-    (17-20), i.e. rhd21[k] = interhand21[ONE_HAND_PERM[k]] with ONE_HAND_PERM = [20, 0, 1, ..., 19].
-    The original puts the 21 joints into a 42-joint array at 21..41 for a right hand and 0..20 for
-    a left one (roots 21 and 0); skeleton.txt lists those 42 joints (left half first).
-    Real RHD / STB images are PNG (e.g. 00000.png, SK_color_0.png); the synthetic ones are JPEG.
-"""
-import argparse
-import json
-import multiprocessing as mp
 import os
-import sys
-import time
-from dataclasses import dataclass
 
 import numpy as np
-import simplejpeg
-from tqdm import tqdm
 
+from ..geometry import process_bbox
+from ..skeleton import JOINT_NAMES, parents
 from . import handmodel as hm
-from .atomic import atomic_write_bytes
-from .geometry import process_bbox
-from .render import Look, random_look, random_skin, render
-from .skeleton import JOINT_NAMES, parents
+from .common import SIZES, SPLITS, Task, padded_bbox, project, run_tasks, write_json, write_skeleton
+from .render import random_look, random_skin
 
-SPLITS = ("train", "val", "test")
-# per split: (captures, cameras per capture, sequences per capture, frames per sequence)
-SIZES = {
-    "tiny": {"train": (2, 3, 3, 4), "val": (1, 3, 3, 3), "test": (1, 3, 3, 3)},
-    "small": {"train": (4, 6, 6, 12), "val": (1, 6, 6, 10), "test": (2, 6, 6, 10)},
-    "medium": {"train": (6, 8, 9, 20), "val": (2, 8, 9, 10), "test": (2, 8, 9, 10)},
-}
-JPEG_QUALITY = 90
 MIN_VALID_JOINTS = 4  # a camera view with fewer valid joints gets no image
 LANDSCAPE, PORTRAIT = (512, 334), (334, 512)
-
-
-@dataclass(frozen=True)
-class Task:
-    """One picture to render: where to write it and everything the renderer needs."""
-    path: str
-    joints_cam: np.ndarray  # (42, 3) mm
-    present: tuple  # (right, left) drawn
-    focal: tuple
-    princpt: tuple
-    width: int
-    height: int
-    look: Look
-
-
-def render_task(task: Task) -> np.ndarray:
-    """The picture of a task, (H, W, 3) uint8 (what the generator encodes into its JPEG)."""
-    img, _ = render(task.joints_cam, task.present, task.focal, task.princpt, task.width, task.height,
-                    task.look)
-    return img
-
-
-def _write_task(task: Task) -> int:
-    data = simplejpeg.encode_jpeg(np.ascontiguousarray(render_task(task)), quality=JPEG_QUALITY,
-                                  colorspace="RGB")
-    _atomic_write(task.path, data)
-    return len(data)
-
-
-def _atomic_write(path, data: bytes):
-    atomic_write_bytes(path, data, fsync=False)  # thousands of small files: rename, no fsync
-
-
-def write_json(path, obj):
-    """Compact JSON, written to a temporary file and renamed (atomic)."""
-    _atomic_write(path, json.dumps(obj, separators=(",", ":")).encode())
-
-
-def write_skeleton(path, names, parent):
-    lines = ["# joint_name joint_id parent_joint_id"]
-    lines += [f"{n} {i} {int(p)}" for i, (n, p) in enumerate(zip(names, parent))]
-    _atomic_write(path, ("\n".join(lines) + "\n").encode())
 
 
 def look_at(campos, target, roll, up=(0.0, 0.0, 1.0)) -> np.ndarray:
@@ -115,25 +26,6 @@ def look_at(campos, target, roll, up=(0.0, 0.0, 1.0)) -> np.ndarray:
     right = np.cross(down, fwd)
     c, s = np.cos(roll), np.sin(roll)
     return np.stack([c * right + s * down, -s * right + c * down, fwd])
-
-
-def project(world, camrot, campos, focal, princpt):
-    """(..., 3) world mm -> camera mm and (..., 2) pixels (SPEC 2)."""
-    cam = (world - campos) @ camrot.T
-    z = cam[..., 2:3]
-    return cam, cam[..., :2] / np.where(np.abs(z) < 1e-6, 1e-6, z) * focal + princpt
-
-
-def padded_bbox(uv, valid, width, height):
-    """The tight box of the valid joints grown by 10 % of its size plus 8 px a side, clipped to
-    the image: [x, y, w, h]."""
-    p = uv[valid.astype(bool)]
-    lo, hi = p.min(0), p.max(0)
-    pad = 0.1 * (hi - lo) + 8.0
-    lo = np.maximum(lo - pad, 0.0)
-    hi = np.minimum(hi + pad, [width - 1.0, height - 1.0])
-    return [round(float(lo[0]), 2), round(float(lo[1]), 2), round(float(hi[0] - lo[0]), 2),
-            round(float(hi[1] - lo[1]), 2)]
 
 
 def _cameras(rng, n, centre):
@@ -258,29 +150,6 @@ def _rootnet(rng, annot_id, bbox, joint_cam, present):
             "abs_depth": np.round(depth, 3).tolist()}
 
 
-def run_tasks(tasks, workers, desc):
-    """Render and write the pictures, in a pool of `workers` processes (spawned with single-threaded
-    BLAS) or inline when workers == 1. Returns the total JPEG bytes."""
-    if workers <= 1 or len(tasks) < 16:
-        return sum(_write_task(t) for t in tqdm(tasks, desc=desc, unit="img"))
-    # Spawned workers import numpy afresh, so they see single-threaded BLAS (forked ones would
-    # inherit the parent's thread pool and oversubscribe the cores).
-    keys = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ.update({k: "1" for k in keys})
-    try:
-        pool = mp.get_context("spawn").Pool(workers)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    with pool:
-        it = pool.imap(_write_task, tasks, chunksize=8)
-        return sum(tqdm(it, total=len(tasks), desc=desc, unit="img"))
-
-
 def generate_interhand(out_dir, size="tiny", seed=0, workers=None) -> dict:
     workers = workers or os.cpu_count() or 1
     write_skeleton(os.path.join(out_dir, "annotations", "skeleton.txt"), JOINT_NAMES, parents())
@@ -295,37 +164,3 @@ def generate_interhand(out_dir, size="tiny", seed=0, workers=None) -> dict:
                        plan["rootnet"])
     counts = {split: len(p["tasks"]) for split, p in plans.items()}
     return {"images": counts, "jpeg_bytes": nbytes}
-
-
-def generate(out_dir, size="tiny", seed=0, fmt="interhand", workers=None) -> dict:
-    """Write a synthetic data set under out_dir; returns a summary (counts, seconds)."""
-    if size not in SIZES:
-        raise ValueError(f"size must be one of {tuple(SIZES)}, got {size!r}")
-    out_dir = os.path.abspath(os.fspath(out_dir))
-    start = time.perf_counter()
-    if fmt == "interhand":
-        summary = generate_interhand(out_dir, size, seed, workers)
-    elif fmt in ("rhd", "stb"):
-        from .synth_single import generate_single
-        summary = generate_single(out_dir, fmt, size, seed, workers)
-    else:
-        raise ValueError(f"fmt must be 'interhand', 'rhd' or 'stb', got {fmt!r}")
-    return {"format": fmt, "size": size, "seed": seed, "out_dir": out_dir, **summary,
-            "seconds": round(time.perf_counter() - start, 2)}
-
-
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", required=True, help="output folder (the data set root)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--size", default="small", choices=tuple(SIZES))
-    ap.add_argument("--format", default="interhand", choices=("interhand", "rhd", "stb"))
-    ap.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    args = ap.parse_args(argv)
-    summary = generate(args.out, args.size, args.seed, args.format, args.workers)
-    print(json.dumps(summary))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,16 +1,16 @@
 """Synthetic RHD and STB sets (single hand, COCO files as converted by the InterHand2.6M authors).
 
 Called by shards.synth (`python -m shards.synth --format rhd|stb --out DIR`); the layouts are
-described at the top of shards/synth.py.
+described in shards/synth/__init__.py.
 """
 import os
 
 import numpy as np
 
+from ..skeleton import JOINT_NAMES
 from . import handmodel as hm
+from .common import Task, padded_bbox, run_tasks, write_json, write_skeleton
 from .render import random_look, random_skin
-from .skeleton import JOINT_NAMES
-from .synth import Task, padded_bbox, run_tasks, write_json, write_skeleton
 
 # The 21 joints of one hand in RHD/STB order (wrist first) taken from InterHand's one-hand order.
 ONE_HAND_PERM = np.array([20] + list(range(20)))
