@@ -5,10 +5,17 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
-# CPU machines get this torch (a CPU build where the local wheel cache has one); machines with an
-# NVIDIA driver get the default (CUDA) build. Override with `make setup TORCH=...`.
+# Tested torch + DALI per machine. CPU machines: the CPU build of torch (a local wheel where the
+# machine has one) and DALI's CUDA 12 wheel, whose CPU operators run without a driver. Machines with
+# an NVIDIA driver: picked by the CUDA version the driver supports (`nvidia-smi`'s header):
+#   CUDA >= 13.0 (driver >= 580): torch 2.11.0 (PyPI wheel built for CUDA 13) + nvidia-dali-cuda130
+#   CUDA 12.x                   : torch 2.10.0 (PyPI wheel built for CUDA 12.8) + nvidia-dali-cuda120
+# and setup fails, saying why, when a GPU is present but torch cannot use it (never a silent CPU
+# fall-back). Override with `make setup TORCH=... DALI=...`.
 TORCH_CPU ?= torch==2.13.0
-TORCH_GPU ?= torch
+TORCH_CU13 ?= torch==2.11.0
+TORCH_CU12 ?= torch==2.10.0
+DALI_VERSION ?= 2.4.0
 
 DATA ?=
 SOURCE ?= interhand
@@ -23,13 +30,24 @@ setup: $(VENV)/.ready
 $(VENV)/.ready: pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	@if nvidia-smi -L >/dev/null 2>&1; then \
-	  echo "setup: NVIDIA GPU found, installing $(TORCH_GPU)"; $(BIN)/pip install -q "$(TORCH_GPU)"; \
+	@set -e; \
+	if nvidia-smi -L >/dev/null 2>&1; then \
+	  cuda=$$(nvidia-smi | sed -n 's/.*CUDA Version: *\([0-9][0-9]*\)\.\([0-9]*\).*/\1/p' | head -1); \
+	  case "$$cuda" in \
+	    1[3-9]|[2-9][0-9]) torch="$(TORCH_CU13)"; dali="nvidia-dali-cuda130==$(DALI_VERSION)";; \
+	    12) torch="$(TORCH_CU12)"; dali="nvidia-dali-cuda120==$(DALI_VERSION)";; \
+	    *) echo "setup: the NVIDIA driver supports CUDA '$$cuda' (nvidia-smi); torch needs 12.x or newer: update the driver" >&2; exit 1;; \
+	  esac; \
+	  torch=$${TORCH:-$$torch}; dali=$${DALI:-$$dali}; \
+	  echo "setup: NVIDIA driver with CUDA $$cuda: $$torch, $$dali"; \
+	  $(BIN)/pip install -q "$$torch" "$$dali"; \
+	  $(BIN)/python -c "import sys, torch; ok = torch.cuda.is_available(); \
+	    print(f'setup: torch {torch.__version__} (CUDA {torch.version.cuda}) sees', torch.cuda.device_count() if ok else 0, 'GPU(s)'); \
+	    sys.exit(0 if ok else 'setup: a GPU is present but torch ' + torch.__version__ + ' cannot use it (driver too old for CUDA ' + str(torch.version.cuda) + '?); pass TORCH=<a torch build for your driver>')"; \
 	else \
-	  echo "setup: no GPU, installing $(TORCH_CPU)"; $(BIN)/pip install -q "$(TORCH_CPU)"; \
+	  torch=$${TORCH:-$(TORCH_CPU)}; dali=$${DALI:-nvidia-dali-cuda120==$(DALI_VERSION)}; \
+	  echo "setup: no GPU: $$torch, $$dali (CPU operators)"; $(BIN)/pip install -q "$$torch" "$$dali"; \
 	fi
-	@cuda=$$($(BIN)/python -c "import torch; print((torch.version.cuda or '12').split('.')[0])"); \
-	  dali=nvidia-dali-cuda$${cuda}0; echo "setup: installing $$dali"; $(BIN)/pip install -q "$$dali"
 	$(BIN)/pip install -q -e ".[test]"
 	@touch $@
 
