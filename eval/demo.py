@@ -107,8 +107,12 @@ def run(model, config, image: np.ndarray, bbox=None, device="cpu", focal=None, p
     rel_mm = float(convert.rel_root_to_mm(rel_bins, config.root_bins)[0])
     f = np.full(2, DEFAULT_FOCAL) if focal is None else np.asarray(focal, dtype=np.float64)
     c = np.array([w / 2.0, h / 2.0]) if princpt is None else np.asarray(princpt, dtype=np.float64)
+    given = "--root-depth" if root_depth is not None else "the right root depth estimated from the bbox,"
     if root_depth is None:  # RootNet's k value: the depth at which a 300 mm square spans the bbox
         root_depth = float(np.sqrt(f[0] * f[1] * HAND_EXTENT_MM ** 2 / (box[2] * box[3])))
+    if root_depth + rel_mm <= 0:  # the back-projection would mirror the left hand through the camera
+        raise ValueError(f"{given} {root_depth:g} mm puts the left root at {root_depth + rel_mm:g} mm (the predicted "
+                         f"relative root depth is {rel_mm:g} mm): behind the camera; give a larger --root-depth")
     cam = convert.image_to_camera(img[None], np.array([[root_depth, root_depth + rel_mm]]), f[None], c[None])[0]
     present = prob > 0.5
     return {"bbox_raw": raw, "bbox": box, "joint_img": img, "rel_root_depth_mm": rel_mm, "hand_prob": prob,
@@ -237,6 +241,8 @@ def _parse(argv):
 def _load_image(path: str) -> np.ndarray:
     if not os.path.isfile(path):
         raise DemoError(f"{path}: " + ("a folder, not an image file" if os.path.isdir(path) else "no such image file"))
+    if os.path.getsize(path) == 0:
+        raise DemoError(f"{path}: the image file is empty")
     try:
         image = plots.decode_image(path)
     except Exception as e:  # PIL: unidentified, truncated, decompression bomb, ...
@@ -251,6 +257,8 @@ def _load_checkpoint(path: str, device: str):
 
     if not os.path.isfile(path):
         raise DemoError(f"{path}: no such checkpoint file")
+    if os.path.getsize(path) == 0:
+        raise DemoError(f"{path}: the checkpoint file is empty")
     try:
         return load_checkpoint(path, map_location=device)
     except Exception as e:  # empty, truncated, not a checkpoint, not an InterNet, ...
@@ -304,6 +312,8 @@ def demo(a) -> dict:
         res = run(ck.model, ck.config, image, bbox, a.device, a.focal, a.princpt, a.root_depth)
     except DemoError as e:
         raise DemoError(f"{a.checkpoint}: {e}") from None
+    except ValueError as e:
+        raise DemoError(str(e)) from None
     paths = write_outputs(res, image, a.out, os.path.abspath(a.image), detection)
     if detection is not None:
         found = ", ".join(f"{s} ({p:.2f})" for s, p in zip(detection["hands"].handedness, detection["hands"].scores))

@@ -22,7 +22,7 @@ from eval.demo import main as demo_main
 @pytest.fixture(scope="session")
 def demo_ckpts(tmp_path_factory):
     """Checkpoints of the demo preset (random weights): 'both' with the hand-type output forced to say
-    both hands are present, 'nan' with a NaN weight."""
+    both hands are present, 'near' also with the left root predicted 200 mm nearer, 'nan' with a NaN weight."""
     from model import build_model, save_checkpoint
 
     root = tmp_path_factory.mktemp("demo_ckpt")
@@ -32,6 +32,9 @@ def demo_ckpts(tmp_path_factory):
     with torch.no_grad():
         model.pose_net.hand_fc[2].bias.fill_(6.0)  # sigmoid(6 + small) > 0.99: both hands present
     paths["both"] = str(save_checkpoint(root / "both.pt", model))
+    with torch.no_grad():
+        model.pose_net.root_fc[2].bias[0] = 1e4  # all of the soft-argmax on bin 0: left root 200 mm nearer
+    paths["near"] = str(save_checkpoint(root / "near.pt", model))
     with torch.no_grad():
         model.pose_net.hand_fc[2].weight[0, 0] = float("nan")
     paths["nan"] = str(save_checkpoint(root / "nan.pt", model))
@@ -112,20 +115,24 @@ def _bad_cases(tmp):
         ("confidence above 1", {"--detect-confidence": ["1.5"], "--bbox": None}, None, "--detect-confidence must be"),
         ("confidence with bbox", {"--detect-confidence": ["0.3"]}, None, "--bbox replaces"),
         ("image missing", {"--image": [str(tmp / "nope.jpg")]}, None, f"{tmp / 'nope.jpg'}: no such image file"),
-        ("image empty", {"--image": [str(tmp / "empty.jpg")]}, ("empty.jpg", b""), f"{tmp / 'empty.jpg'}: cannot read"),
+        ("image empty", {"--image": [str(tmp / "empty.jpg")]}, ("empty.jpg", b""), f"{tmp / 'empty.jpg'}: the image file is empty"),
         ("image truncated", {"--image": [str(tmp / "cut.jpg")]}, ("cut.jpg", jpg[: len(jpg) // 2]),
          f"{tmp / 'cut.jpg'}: cannot read the image"),
         ("image is text", {"--image": [str(tmp / "notes.jpg")]}, ("notes.jpg", b"not a picture\n"),
          f"{tmp / 'notes.jpg'}: cannot read"),
         ("image is a folder", {"--image": [str(tmp)]}, None, f"{tmp}: a folder, not an image file"),
         ("checkpoint missing", {"--checkpoint": [str(tmp / "none.pt")]}, None, f"{tmp / 'none.pt'}: no such checkpoint"),
-        ("checkpoint empty", {"--checkpoint": [str(tmp / "empty.pt")]}, ("empty.pt", b""), f"{tmp / 'empty.pt'}"),
-        ("checkpoint truncated", {"--checkpoint": [str(tmp / "cut.pt")]}, ("cut.pt", "TRUNCATED"), f"{tmp / 'cut.pt'}"),
+        ("checkpoint empty", {"--checkpoint": [str(tmp / "empty.pt")]}, ("empty.pt", b""),
+         f"{tmp / 'empty.pt'}: the checkpoint file is empty"),
+        ("checkpoint truncated", {"--checkpoint": [str(tmp / "cut.pt")]}, ("cut.pt", "TRUNCATED"),
+         f"{tmp / 'cut.pt'}: cannot load the checkpoint"),
         ("checkpoint garbage", {"--checkpoint": [str(tmp / "junk.pt")]}, ("junk.pt", os.urandom(4096)),
          f"{tmp / 'junk.pt'}"),
         ("checkpoint not InterNet", {"--checkpoint": [str(tmp / "other.pt")]}, ("other.pt", "OTHER"),
          f"{tmp / 'other.pt'}"),
         ("checkpoint NaN weights", {"--checkpoint": ["NAN"]}, None, "outputs are not finite"),
+        ("left root behind camera", {"--checkpoint": ["NEAR"], "--root-depth": ["150"]}, None,
+         "--root-depth 150 mm puts the left root at -50 mm"),
         ("out is a file", {"--out": [str(tmp / "afile")]}, ("afile", b"x"), f"--out {tmp / 'afile'} exists and is not"),
         ("device unknown", {"--device": ["tpu9"]}, None, "--device tpu9"),
     ]
@@ -152,8 +159,8 @@ def test_bad_input_one_line_no_output(tmp_path, capsys, demo_ckpts, grey_jpg, ca
     args = {"--checkpoint": [demo_ckpts["plain"]], "--image": [grey_jpg], "--out": [str(out)],
             "--bbox": ["10", "5", "30", "40"]}
     args.update(changes)
-    if args["--checkpoint"] == ["NAN"]:
-        args["--checkpoint"] = [demo_ckpts["nan"]]
+    if args["--checkpoint"] in (["NAN"], ["NEAR"]):
+        args["--checkpoint"] = [demo_ckpts[args["--checkpoint"][0].lower()]]
     argv = [x for k, v in args.items() if v is not None for x in [k, *v]]
     code, stdout, err = run_cli(capsys, argv)
     assert code == 1, (code, err)
