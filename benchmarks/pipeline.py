@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from model.config import get_config
 from pipeline import build_loader
 from shards import geometry, labels
 from shards.skeleton import FLIP_PERM, ROOT
@@ -224,7 +225,7 @@ def main(argv=None) -> None:
     try:
         n = extract(split_dir, folder, need)
         torch.set_num_threads(1)  # (a)'s main process only collates
-        ds = OriginalStyleDataset(folder, input_size=args.input_size)
+        ds = OriginalStyleDataset(folder, input_size=args.input_size, hm=(64, args.input_size // 4, args.input_size // 4))
         dl = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=True, drop_last=True,
                                          num_workers=args.cores, worker_init_fn=_worker_init,
                                          persistent_workers=True, prefetch_factor=2,
@@ -234,15 +235,16 @@ def main(argv=None) -> None:
         warp = "cv2.warpAffine" if cv2 is not None else "numpy bilinear"
         cpu = torch.device("cpu")
         # The loader's default split of the cores: DALI threads decode, the calling thread warps.
-        ours = build_loader(split_dir, batch_size=args.batch_size, train=True, device=cpu, input_size=args.input_size,
+        geometry = get_config("paper", input_size=args.input_size)  # the paper's model at this input size
+        ours = build_loader(split_dir, geometry, batch_size=args.batch_size, train=True, device=cpu,
                             num_threads=max(1, args.cores - 1))
         loaders = [(f"(a) original-style DataLoader, {args.cores} workers, {warp}", dl_iter, cpu),
                    (f"(b) ours on the CPU: {max(1, args.cores - 1)} DALI thread(s) + the warping thread",
                     _forever(ours), cpu)]
         if torch.cuda.is_available():
             gpu = torch.device("cuda", torch.cuda.current_device())
-            gpu_loader = build_loader(split_dir, batch_size=args.batch_size, train=True, device=gpu,
-                                      num_threads=args.cores, input_size=args.input_size)
+            gpu_loader = build_loader(split_dir, geometry, batch_size=args.batch_size, train=True, device=gpu,
+                                      num_threads=args.cores)
             loaders.append((f"(c) ours, DALI on {torch.cuda.get_device_name(gpu)}, {args.cores} CPU threads",
                             _forever(gpu_loader), gpu))
         # Rounds alternate the loaders so that a noisy neighbour hits all of them alike; the median

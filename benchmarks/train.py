@@ -99,8 +99,8 @@ def original_batches(folder: Path, mc, args, device):
 def ours_batches(split_dir: Path, mc, args, device):
     from pipeline import build_loader
 
-    loader = build_loader(split_dir, batch_size=args.batch, train=True, device=device, input_size=mc.input_size,
-                          heatmap_size=mc.heatmap_size, root_bins=mc.root_bins, num_threads=max(1, args.workers))
+    loader = build_loader(split_dir, mc, batch_size=args.batch, train=True, device=device,
+                          num_threads=max(1, args.workers))
     while True:
         yield from loader
 

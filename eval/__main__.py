@@ -15,10 +15,11 @@ import sys
 
 import numpy as np
 
+from shards.atomic import atomic_write_json, atomic_write_npz, atomic_write_text
 from shards.skeleton import JOINT_NAMES, NUM_JOINTS
 
-from . import io as eio
-from .gt import load_gt, load_images
+from .convert import GEOMETRY_KEYS
+from .gt import load_gt, load_images, split_url
 from .metrics import to_jsonable
 from .score import check_predictions, image_points, load_predictions, score
 
@@ -89,44 +90,46 @@ def draw_extremes(preds, gt, result, out, k, rootnet):
     return written
 
 
-def report(preds: dict, args, source: str) -> dict:
-    """Score loaded predictions against the split, write the outputs, print the table."""
+def report(preds: dict, shards: str, split: str, out: str, *, source: str, rootnet: bool = False,
+           pictures: int = 8, quiet: bool = False) -> dict:
+    """Score checked predictions (score.check_predictions) against the split, write the outputs to
+    `out`, print the table; returns the metrics."""
     from .plots import per_joint_chart
 
-    gt = load_gt(args.shards, args.split, progress=not args.quiet)
-    result = score(preds, gt, rootnet=args.rootnet, source=source)
+    gt = load_gt(split_url(shards, split), progress=not quiet)
+    result = score(preds, gt, rootnet=rootnet, source=source)
     m = result["metrics"]
-    meta = {"split": args.split, "shards": args.shards, "rootnet": bool(args.rootnet), "predictions": source,
+    meta = {"split": split, "shards": shards, "rootnet": bool(rootnet), "predictions": source,
             "form": preds["form"]}
     if preds["form"] == "a":
-        meta.update(input_size=list(preds["input_size"]), heatmap_size=list(preds["heatmap_size"]),
-                    root_bins=preds["root_bins"])
-    os.makedirs(args.out, exist_ok=True)
-    eio.write_json(os.path.join(args.out, "metrics.json"), {**to_jsonable(m), "meta": meta})
-    eio.write_bytes(os.path.join(args.out, "per_joint.csv"), per_joint_csv(m).encode())
-    per_joint_chart(m, os.path.join(args.out, "per_joint.png"))
-    draw_extremes(preds, gt, result, args.out, args.pictures, args.rootnet)
-    print(f"{args.split} ({'RootNet' if args.rootnet else 'GT'} bbox and root depth), {source}:")
+        meta.update({k: (list(preds[k]) if isinstance(preds[k], tuple) else preds[k]) for k in GEOMETRY_KEYS})
+    os.makedirs(out, exist_ok=True)
+    atomic_write_json(os.path.join(out, "metrics.json"), {**to_jsonable(m), "meta": meta})
+    atomic_write_text(os.path.join(out, "per_joint.csv"), per_joint_csv(m))
+    per_joint_chart(m, os.path.join(out, "per_joint.png"))
+    draw_extremes(preds, gt, result, out, pictures, rootnet)
+    print(f"{split} ({'RootNet' if rootnet else 'GT'} bbox and root depth), {source}:")
     print(summary_table(m))
-    print(f"wrote {args.out}/metrics.json, per_joint.csv, per_joint.png"
-          + (", best.png, worst.png" if args.pictures else ""))
+    print(f"wrote {out}/metrics.json, per_joint.csv, per_joint.png" + (", best.png, worst.png" if pictures else ""))
     return m
 
 
 def main(argv=None):
     args = parse_args(argv)
+    common = dict(rootnet=args.rootnet, pictures=args.pictures, quiet=args.quiet)
     if args.predictions:
         preds = load_predictions(args.predictions, args.input_size, args.heatmap_size)
-        return report(preds, args, args.predictions)
+        return report(preds, args.shards, args.split, args.out, source=args.predictions, **common)
     from .run_checkpoint import predict_checkpoint
 
-    raw = predict_checkpoint(args)
+    raw = predict_checkpoint(args.checkpoint, args.shards, args.split, device=args.device,
+                             batch_size=args.batch_size, rootnet=args.rootnet, progress=not args.quiet)
     if raw is None:  # a non-zero rank under torchrun: rank 0 scores
         return None
     path = os.path.join(args.out, "predictions.npz")
-    eio.write_npz(path, raw)
+    atomic_write_npz(path, raw)
     preds = check_predictions(raw, path)
-    return report(preds, args, path)
+    return report(preds, args.shards, args.split, args.out, source=path, **common)
 
 
 if __name__ == "__main__":

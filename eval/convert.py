@@ -7,12 +7,21 @@ The original's evaluate() does this per sample and per joint; here every step is
 """
 import numpy as np
 
-from shards.geometry import patch_affine, pixel2cam
+from shards.geometry import DEPTH_RANGE_MM, patch_affine, pixel2cam
 from shards.skeleton import NUM_JOINTS, ROOT
 
-BBOX_3D_SIZE = 400.0  # mm, depth range of the joint heatmaps (SPEC 3.5)
-BBOX_3D_SIZE_ROOT = 400.0  # mm, range of the relative root depth (SPEC 3.6)
 CHUNK = 2048  # samples per step of the large (N, 42, 3) computations
+# The output space of form (a) predictions, carried in every predictions file (eval.predict writes
+# them from the loader's model config; eval.score.check_predictions reads them, with defaults).
+GEOMETRY_KEYS = ("input_size", "heatmap_size", "root_bins", "depth_range_mm", "root_depth_range_mm")
+
+
+def geometry_arrays(config) -> dict:
+    """A model config's output space (model.ModelConfig) as the arrays a predictions file carries."""
+    return {"input_size": np.array([config.input_size, config.input_size]),
+            "heatmap_size": np.array(config.heatmap_size), "root_bins": np.array(config.root_bins),
+            "depth_range_mm": np.array(float(config.depth_range_mm)),
+            "root_depth_range_mm": np.array(float(config.root_depth_range_mm))}
 
 
 def as_hw(size, n: int, name: str) -> tuple:
@@ -37,10 +46,12 @@ def crop_inv_trans(bbox, input_size=256) -> np.ndarray:
     return patch_affine(center, b[..., 2:4], ones, 0.0 * ones, (W, H), inverse=True)
 
 
-def bins_to_image(joint_coord, inv_trans, input_size=256, heatmap_size=64) -> np.ndarray:
+def bins_to_image(joint_coord, inv_trans, input_size=256, heatmap_size=64,
+                  depth_range_mm: float = DEPTH_RANGE_MM) -> np.ndarray:
     """(N, 42, 3) heatmap bins -> (N, 42, 3) [u, v] image pixels and z in mm relative to the hand root.
     x, y: bins -> patch pixels (x input / heatmap size) -> image through the inverse crop affine, with
-    the scale folded into the affine's linear part; z: (z / D * 2 - 1) * 200 folded to z * 400 / D - 200."""
+    the scale folded into the affine's linear part; z: (z / D * 2 - 1) * range / 2, folded to
+    z * range / D - range / 2 (range 400 mm: the original's)."""
     jc = np.asarray(joint_coord, dtype=np.float64)  # NB: float32 * a Python float stays float32 in numpy 2
     if jc.ndim != 3 or jc.shape[1:] != (NUM_JOINTS, 3):
         raise ValueError(f"joint_coord must have shape (N, {NUM_JOINTS}, 3), got {jc.shape}")
@@ -52,14 +63,14 @@ def bins_to_image(joint_coord, inv_trans, input_size=256, heatmap_size=64) -> np
     out = np.empty(jc.shape)
     for k in (0, 1):
         out[..., k] = lin[:, None, k, 0] * x + lin[:, None, k, 1] * y + a[:, None, k, 2]
-    out[..., 2] = jc[..., 2] * (BBOX_3D_SIZE / D) - BBOX_3D_SIZE / 2.0
+    out[..., 2] = jc[..., 2] * (depth_range_mm / D) - depth_range_mm / 2.0
     return out
 
 
-def rel_root_to_mm(rel_root_depth, root_bins=64) -> np.ndarray:
+def rel_root_to_mm(rel_root_depth, root_bins=64, root_depth_range_mm: float = DEPTH_RANGE_MM) -> np.ndarray:
     """(N,) relative root depth in bins -> mm (left root minus right root), SPEC 6."""
     d = np.asarray(rel_root_depth, dtype=np.float64).reshape(-1)
-    return (d / float(root_bins) * 2.0 - 1.0) * (BBOX_3D_SIZE_ROOT / 2.0)
+    return (d / float(root_bins) * 2.0 - 1.0) * (root_depth_range_mm / 2.0)
 
 
 def image_to_camera(pred_img, abs_depth, focal, princpt, out=None) -> np.ndarray:
@@ -94,11 +105,13 @@ def root_vector(pred_img, rel_root_mm, right_abs_depth, focal, princpt) -> np.nd
     return pixel2cam(left, f, c) - pixel2cam(right, f, c)
 
 
-def output_to_camera(joint_coord, rel_root_depth, bbox, abs_depth, focal, princpt,
-                     input_size=256, heatmap_size=64, root_bins=None, keep_image=False) -> dict:
+def output_to_camera(joint_coord, rel_root_depth, bbox, abs_depth, focal, princpt, geometry: dict,
+                     keep_image=False) -> dict:
     """Form (a) predictions -> dict(joint_cam (N, 42, 3) mm, root_vec (N, 3) mm for MRRPE, inv_trans
     (N, 2, 3), and with keep_image joint_img (N, 42, 3) [u, v, z_rel mm]). `bbox` and `abs_depth` are
-    the GT ones or RootNet's (the original's trans_test). root_bins defaults to the heatmap depth."""
+    the GT ones or RootNet's (the original's trans_test). geometry: the output space the predictions
+    are in, as a predictions file carries it (GEOMETRY_KEYS; eval.score.check_predictions fills them)."""
+    input_size, heatmap_size = geometry["input_size"], geometry["heatmap_size"]
     jc = np.asarray(joint_coord)
     n = jc.shape[0]
     abs_depth, focal, princpt = (np.asarray(a, dtype=np.float64) for a in (abs_depth, focal, princpt))
@@ -106,19 +119,18 @@ def output_to_camera(joint_coord, rel_root_depth, bbox, abs_depth, focal, princp
                            ("focal", focal, (n, 2)), ("princpt", princpt, (n, 2))):
         if a.shape != shape:
             raise ValueError(f"{name} has shape {a.shape}, expected {shape}")
-    D = as_hw(heatmap_size, 3, "heatmap_size")[0]
     inv = crop_inv_trans(bbox, input_size)
     cam = np.empty((n, NUM_JOINTS, 3))
     img = np.empty((n, NUM_JOINTS, 3)) if keep_image else None
     roots = np.empty((n, 2, 3))  # the two roots in image space, for MRRPE
     for s in range(0, n, CHUNK):  # chunks keep the temporaries in cache
         c = slice(s, s + CHUNK)
-        im = bins_to_image(jc[c], inv[c], input_size, heatmap_size)
+        im = bins_to_image(jc[c], inv[c], input_size, heatmap_size, geometry["depth_range_mm"])
         image_to_camera(im, abs_depth[c], focal[c], princpt[c], out=cam[c])
         roots[c] = im[:, [ROOT["right"], ROOT["left"]]]
         if keep_image:
             img[c] = im
-    rel = rel_root_to_mm(rel_root_depth, D if root_bins is None else root_bins)
+    rel = rel_root_to_mm(rel_root_depth, geometry["root_bins"], geometry["root_depth_range_mm"])
     vec = root_vector(roots, rel, abs_depth[:, 0], focal, princpt)
     out = {"joint_cam": cam, "root_vec": vec, "inv_trans": inv}
     if keep_image:

@@ -1,9 +1,9 @@
 """Ground truth of a split, read from its webdataset shards (`lbl` + `ids` components, shards/labels.py).
 
-Shards are OUT/<split>/<split>-NNNNNN.tar (any fsspec URL). Only the small label members are read;
-the tar reader seeks over the JPEGs. `load_images` fetches the JPEGs of a few samples for pictures.
+The split folder OUT/<split> (any fsspec URL) is read through its manifest (shards.index.open_split,
+as the loader reads it). Only the small label members are read; the tar reader seeks over the JPEGs.
+`load_images` fetches the JPEGs of a few samples for pictures.
 """
-import json
 import posixpath
 import tarfile
 
@@ -11,25 +11,15 @@ import fsspec
 import numpy as np
 from tqdm import tqdm
 
+from shards.index import check_count, open_split
 from shards.labels import IDS_SIZE, LABEL_SIZE, decode
 
 from .metrics import hand_type_codes
 
 
-def split_tars(shards: str, split: str) -> list:
-    """Sorted tar URLs of a split; a clear error when there are none."""
-    fs, root = fsspec.core.url_to_fs(shards)
-    pattern = posixpath.join(root, split, f"{split}-*.tar")
-    paths = sorted(fs.glob(pattern))
-    if not paths:
-        raise FileNotFoundError(f"no shards match {pattern!r} (from --shards {shards!r}, split {split!r})")
-    manifest = posixpath.join(root, split, "manifest.json")
-    if fs.exists(manifest):
-        with fs.open(manifest, "rb") as f:
-            man = json.load(f)
-        if man.get("complete") is False:
-            raise ValueError(f"{manifest}: the conversion of split {split!r} did not finish; re-run it first")
-    return [fs.unstrip_protocol(p) for p in paths]
+def split_url(shards: str, split: str) -> str:
+    """The folder (or fsspec URL) of `split` under a shard root."""
+    return f"{str(shards).rstrip('/')}/{split}"
 
 
 def _split_member(name: str):
@@ -41,22 +31,27 @@ def _split_member(name: str):
 
 def _iter_members(url: str, wanted: set):
     """Yield (key, ext, bytes) for members whose extension is in `wanted`, seeking over the rest."""
-    with fsspec.open(url, "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
-        for m in tar:
-            if not m.isfile():
-                continue
-            key, ext = _split_member(m.name)
-            if ext in wanted:
-                yield key, ext, tar.extractfile(m).read()
+    try:
+        with fsspec.open(url, "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
+            for m in tar:
+                if not m.isfile():
+                    continue
+                key, ext = _split_member(m.name)
+                if ext in wanted:
+                    yield key, ext, tar.extractfile(m).read()
+    except tarfile.TarError as e:
+        raise ValueError(f"{url}: not a readable tar ({e})") from None
 
 
-def load_gt(shards: str, split: str, progress: bool = True) -> dict:
+def load_gt(split_url: str, progress: bool = True) -> dict:
     """Every sample's labels, sorted by annot_id: the decoded label fields (shards.labels.FIELDS),
     annot_id, image_id, hand_code (0 right, 1 left, 2 interacting), tar (index into `tars`), key."""
-    tars = split_tars(shards, split)
+    split = open_split(split_url, check_files=False)
+    tars = split.tars
     lbls, ids, tar_idx, keys = [], [], [], []
-    for t, url in enumerate(tqdm(tars, desc=f"reading {split} labels", unit="shard", disable=not progress)):
-        pending = {}
+    name = posixpath.basename(split.url)
+    for t, shard in enumerate(tqdm(split.shards, desc=f"reading {name} labels", unit="shard", disable=not progress)):
+        url, pending = shard["tar"], {}
         for key, ext, data in _iter_members(url, {"lbl", "ids"}):
             parts = pending.setdefault(key, {})
             if ext in parts:
@@ -72,8 +67,9 @@ def load_gt(shards: str, split: str, progress: bool = True) -> dict:
             ids.append(parts["ids"])
             tar_idx.append(t)
             keys.append(key)
+        check_count(shard, len(pending))
     if not lbls:
-        raise ValueError(f"the shards of split {split!r} under {shards!r} hold no samples")
+        raise ValueError(f"{split.url}: the split holds no samples")
     lbl = np.frombuffer(b"".join(lbls), dtype="<f4").reshape(-1, LABEL_SIZE)
     idv = np.frombuffer(b"".join(ids), dtype="<i8").reshape(-1, IDS_SIZE)
     gt = decode(lbl, idv)
@@ -84,7 +80,7 @@ def load_gt(shards: str, split: str, progress: bool = True) -> dict:
     gt["tars"] = tars
     dup = np.flatnonzero(np.diff(gt["annot_id"]) == 0)
     if dup.size:
-        raise ValueError(f"split {split!r}: annot_id {int(gt['annot_id'][dup[0]])} appears more than once in the shards "
+        raise ValueError(f"{split.url}: annot_id {int(gt['annot_id'][dup[0]])} appears more than once in the shards "
                          f"({dup.size} duplicates)")
     gt["hand_code"] = hand_type_codes(gt["hand_type"])
     return gt

@@ -15,7 +15,7 @@ has a NaN per-joint mean and is left out of that set's mean over joints (the ori
 """
 import numpy as np
 
-from shards.skeleton import HAND_TYPES, NUM_JOINTS, ROOT
+from shards.skeleton import HAND_TYPES, LEFT, NUM_JOINTS, RIGHT, ROOT
 
 RIGHT_CODE, LEFT_CODE, INTER_CODE = 0, 1, 2
 
@@ -173,3 +173,21 @@ def to_jsonable(metrics: dict) -> dict:
             return int(v)
         return v
     return {k: conv(v) for k, v in metrics.items()}
+
+
+def mean_pose_predictions(train_gt: dict, test_gt: dict) -> dict:
+    """A baseline that sees no image: the training set's mean root-relative pose (the left hand placed
+    at the mean left-minus-right root offset) and mean hand presence, predicted for every test sample,
+    as form (b) predictions (camera space). train_gt / test_gt: eval.gt.load_gt arrays."""
+    cam, valid = train_gt["joint_cam"].astype(np.float64), train_gt["joint_valid"] > 0
+    rel = cam.copy()
+    rel[:, RIGHT] -= cam[:, [ROOT["right"]]]
+    rel[:, LEFT] -= cam[:, [ROOT["left"]]]
+    mean_rel = np.where(valid[..., None], rel, 0).sum(0) / np.maximum(valid.sum(0), 1)[:, None]  # (42, 3)
+    both = valid[:, ROOT["right"]] & valid[:, ROOT["left"]]
+    root_vec = (cam[both, ROOT["left"]] - cam[both, ROOT["right"]]).mean(0) if both.any() else np.zeros(3)
+    mean_rel[LEFT] += root_vec
+    presence = train_gt["hand_type"].mean(0)
+    n = test_gt["annot_id"].shape[0]
+    return {"annot_id": test_gt["annot_id"], "joint_cam": np.broadcast_to(mean_rel, (n, NUM_JOINTS, 3)).copy(),
+            "hand_type": np.broadcast_to(presence, (n, 2)).copy()}

@@ -1,7 +1,5 @@
 """Pictures (matplotlib Agg, headless): keypoint overlays, the per-joint error chart, a 3D skeleton."""
 import io
-import os
-import tempfile
 
 import matplotlib
 
@@ -10,23 +8,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from shards.atomic import atomic_savefig  # noqa: E402
 from shards.skeleton import JOINT_NAMES, LEFT, NUM_JOINTS, RIGHT, parents  # noqa: E402
 
 HAND_COLOURS = {"right": "tab:red", "left": "tab:blue"}
 
 
 def save_figure(fig, path: str) -> str:
-    """Atomic PNG write (temp file in the same folder, then rename)."""
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".png")
-    os.close(fd)
+    """Atomic PNG write (shards.atomic), then the figure is closed."""
     try:
-        fig.savefig(tmp, format="png", dpi=fig.dpi, bbox_inches="tight")
-        os.replace(tmp, path)
+        atomic_savefig(fig, path, dpi=fig.dpi, bbox_inches="tight")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

@@ -5,32 +5,29 @@ across ranks); rank 0 gathers the parts and keeps one row per annot_id.
 """
 import numpy as np
 import torch
-import torch.distributed as dist
 from tqdm import tqdm
 
+from pipeline.distributed import gather_to_main
 
-def _decode_fn(model, decode):
-    if decode is not None:
-        return decode
-    if hasattr(model, "decode"):
-        return model.decode
-    from model import decode as model_decode  # the model package's argmax decoding
-
-    return model_decode
+from .convert import geometry_arrays
 
 
 @torch.inference_mode()
 def predict(model, loader, device, decode=None, progress: bool = True) -> dict:
-    """Run `model` over `loader` (eval batches: images, annot_id, inv_trans) on `device`.
+    """Run `model` over `loader` (eval batches: images, annot_id, inv_trans) on `device`, in float32.
 
     Returns numpy arrays: annot_id (N,), joint_coord (N, 42, 3) bins, rel_root_depth (N,) bins,
-    hand_type (N, 2), inv_trans (N, 2, 3) - on every rank without DDP; under DDP the gathered,
-    de-duplicated arrays on rank 0 and None elsewhere.
+    hand_type (N, 2), inv_trans (N, 2, 3), and the output space they are in (the loader's model
+    config: eval.convert.GEOMETRY_KEYS) - on every rank without DDP; under DDP the gathered,
+    de-duplicated arrays on rank 0 and None elsewhere. decode: heatmaps -> bins (default: the
+    model package's argmax, model.decode).
     """
-    decode = _decode_fn(model, decode)
+    if decode is None:
+        from model import decode
+
     model.eval()
     parts = {k: [] for k in ("annot_id", "joint_coord", "rel_root_depth", "hand_type", "inv_trans")}
-    rank0 = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    rank0 = loader.rank == 0
     for batch in tqdm(loader, desc="predicting", unit="batch", disable=not (progress and rank0)):
         images = batch["images"].to(device, non_blocking=True)
         out = model(images)
@@ -46,13 +43,11 @@ def predict(model, loader, device, decode=None, progress: bool = True) -> dict:
                  "inv_trans": np.zeros((0, 2, 3))}
     else:
         local = {k: torch.cat(v).cpu().numpy() for k, v in parts.items()}
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        gathered = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
-        dist.gather_object(local, gathered, dst=0)
-        if dist.get_rank() != 0:
-            return None
-        local = {k: np.concatenate([g[k] for g in gathered]) for k in local}
-    return unique_rows(local)
+    gathered = gather_to_main(local)
+    if gathered is None:
+        return None
+    local = unique_rows({k: np.concatenate([g[k] for g in gathered]) for k in local})
+    return {**local, **geometry_arrays(loader.config)}
 
 
 def unique_rows(preds: dict) -> dict:

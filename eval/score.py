@@ -3,7 +3,9 @@
 Form (a), InterNet's output space, one row per annotation: annot_id (N,), joint_coord (N, 42, 3)
 heatmap bins (x, y, z), rel_root_depth (N,) bins, hand_type (N, 2) probabilities; optional
 input_size (W, H or one int) and heatmap_size (D, H, W or one int), default 256 and 64, and
-root_bins (the relative root depth's bins, default the heatmap depth D).
+root_bins (the relative root depth's bins, default the heatmap depth D), depth_range_mm and
+root_depth_range_mm (default 400, the original's): eval.convert.GEOMETRY_KEYS, which eval.predict
+writes from the model's config.
 Optional inv_trans (N, 2, 3): the patch -> image affine the predictions were made with (the
 checkpoint path stores the pipeline's); when present it must match the crop used here (GT bbox, or
 RootNet's with --rootnet) within INV_TRANS_TOL pixels.
@@ -11,7 +13,7 @@ Form (b), camera space: annot_id, joint_cam (N, 42, 3) mm, hand_type (N, 2).
 """
 import numpy as np
 
-from shards.geometry import cam2pixel
+from shards.geometry import DEPTH_RANGE_MM, cam2pixel
 from shards.skeleton import NUM_JOINTS
 
 from . import convert
@@ -69,6 +71,11 @@ def check_predictions(data: dict, source: str = "predictions", input_size=None, 
                                          "heatmap_size", source)
         rb = data.get("root_bins")
         out["root_bins"] = out["heatmap_size"][0] if rb is None else convert.as_hw(rb, 1, "root_bins")[0]
+        for k in ("depth_range_mm", "root_depth_range_mm"):
+            v = np.asarray(data.get(k, DEPTH_RANGE_MM), dtype=np.float64).reshape(-1)
+            if v.size != 1 or not np.isfinite(v[0]) or v[0] <= 0:
+                raise ValueError(f"{source}: field {k!r} must be one positive number (mm), got {v.tolist()}")
+            out[k] = float(v[0])
     return out
 
 
@@ -80,8 +87,7 @@ def score(pred: dict, gt: dict, rootnet: bool = False, source: str = "prediction
     if pred["form"] == "a":
         bbox, abs_depth = crop_source(gt, rootnet)
         conv = convert.output_to_camera(pred["joint_coord"][idx], pred["rel_root_depth"][idx], bbox, abs_depth,
-                                        gt["focal"], gt["princpt"], pred["input_size"], pred["heatmap_size"],
-                                        pred["root_bins"])
+                                        gt["focal"], gt["princpt"], {k: pred[k] for k in convert.GEOMETRY_KEYS})
         cam, root_vec = conv["joint_cam"], conv["root_vec"]
         if "inv_trans" in pred:
             check_crop(pred["inv_trans"][idx], conv["inv_trans"], pred["input_size"], gt["annot_id"], rootnet,
@@ -115,5 +121,5 @@ def image_points(pred: dict, gt: dict, result: dict, rows, rootnet: bool = False
         bbox, _ = crop_source(gt, rootnet)
         inv = convert.crop_inv_trans(bbox[rows], pred["input_size"])
         return convert.bins_to_image(pred["joint_coord"][result["rows"][rows]], inv, pred["input_size"],
-                                     pred["heatmap_size"])[..., :2]
+                                     pred["heatmap_size"], pred["depth_range_mm"])[..., :2]
     return cam2pixel(result["joint_cam"][rows], gt["focal"][rows, None], gt["princpt"][rows, None])[..., :2]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from shards.geometry import DEPTH_RANGE_MM
+
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 JOINTS_PER_HAND = 21
 
@@ -20,8 +22,8 @@ class ModelConfig:
     depth_bins: int = 64  # D of the (D, H, W) joint heatmaps
     root_bins: int = 64  # bins of the relative root depth soft-argmax
     sigma: float = 2.5  # target Gaussian, in heatmap bins
-    depth_range_mm: float = 400.0  # joint depth range around the hand root (bins <-> mm)
-    root_depth_range_mm: float = 400.0  # relative root depth range (bins <-> mm)
+    depth_range_mm: float = DEPTH_RANGE_MM  # joint depth range around the hand root (bins <-> mm)
+    root_depth_range_mm: float = DEPTH_RANGE_MM  # relative root depth range (bins <-> mm)
     head_channels: int = 256  # width of the deconvolution heads (the original: 256)
 
     def __post_init__(self):
@@ -36,17 +38,13 @@ class ModelConfig:
             if not isinstance(v, int) or v < 2:
                 raise ValueError(f"{name} must be an int >= 2, got {v!r}")
         for name in ("sigma", "depth_range_mm", "root_depth_range_mm"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+            if not 0 < getattr(self, name) < float("inf"):
+                raise ValueError(f"{name} must be a finite number > 0, got {getattr(self, name)!r}")
 
     @property
     def heatmap_size(self) -> tuple[int, int, int]:
         """(D, H, W) of each joint's heatmap."""
         return (self.depth_bins, self.input_size // 4, self.input_size // 4)
-
-    @property
-    def backbone_channels(self) -> int:
-        return 512 if self.backbone in ("resnet18", "resnet34") else 2048
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -26,7 +26,6 @@ from shards.labels import OFFSETS
 # flip (0/1), colour scale (r, g, b).
 AUG_FIELDS = ("tx", "ty", "scale", "rot", "flip", "color_r", "color_g", "color_b")
 IDENTITY_AUG = (0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0)
-OUTPUTS = ("images", "lbl", "inv_affine", "aug", "ids", "ids_host", "has_rootnet", "roi_origin")
 WARPS = ("dali", "host")
 ROI_MARGIN = 2  # pixels around the sampled region: the bilinear taps and float rounding
 

@@ -1,7 +1,7 @@
 """The iterator the trainer and the evaluation use: DALI graph -> batch dicts of torch tensors.
 
-    loader = build_loader("data/shards/interhand/train", batch_size=16, train=True, device=device,
-                          rank=rank, world_size=world_size, seed=0)
+    loader = build_loader("data/shards/interhand/train", model.config, batch_size=16, train=True,
+                          device=device, rank=rank, world_size=world_size, seed=0)
     for batch in loader:  # len(loader) batches, then the next epoch
         images = batch["images"]  # (B, 3, 256, 256) float in [0, 1], channels_last
 
@@ -13,16 +13,16 @@ out exactly once across ranks (ranks may differ by one batch: gather predictions
 """
 from __future__ import annotations
 
-import json
 import os
 import threading
 import weakref
 from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from shards.datacheck import DataError, describe_data_error, is_dali_error
+from shards.index import open_split
 from shards.labels import LABEL_SIZE, OFFSETS
 
 from .graph import WARPS, build_pipeline
@@ -55,42 +55,6 @@ def _one_opencv_thread(cv2):
                 cv2.setNumThreads(_cv_state["saved"])
 
 
-def find_shards(split_dir) -> tuple[list[str], list[str], list[int]]:
-    """Tars of a split folder, their DALI index files and sample counts (from the index headers).
-
-    With a manifest.json (shards.writer) its shard list is used and must be complete and agree with
-    the index files; without one, every *.tar in the folder (sorted) with its .idx beside it."""
-    d = Path(split_dir)
-    if not d.is_dir():
-        raise FileNotFoundError(f"shard folder {d} does not exist (a local folder: DALI reads local files)")
-    manifest = d / "manifest.json"
-    if manifest.is_file():
-        man = json.loads(manifest.read_text())
-        if not man.get("complete", True):
-            raise ValueError(f"{manifest}: the split is not completely written (complete: false)")
-        pairs = [(d / e["tar"], d / e["idx"], e["count"]) for e in man["shards"] if e and e["count"]]
-    else:
-        pairs = [(t, t.with_suffix(".idx"), None) for t in sorted(d.glob("*.tar"))]
-    if not pairs:
-        raise FileNotFoundError(f"no .tar shards in {d}")
-    tars, idxs, counts = [], [], []
-    for tar, idx, expected in pairs:
-        if not tar.is_file():
-            raise FileNotFoundError(f"{manifest}: lists shard {tar.name}, which is missing")
-        if not idx.is_file():
-            raise FileNotFoundError(f"shard {tar} has no DALI index {idx.name} beside it (make it with wds2idx)")
-        with open(idx) as f:
-            head = f.readline().split()
-        if len(head) != 2 or not head[1].isdigit():
-            raise ValueError(f"{idx}: first line {' '.join(head)!r} is not a wds2idx header 'v1.x <count>'")
-        if expected is not None and int(head[1]) != expected:
-            raise ValueError(f"{idx}: {head[1]} samples, but {manifest} says {expected}")
-        tars.append(str(tar))
-        idxs.append(str(idx))
-        counts.append(int(head[1]))
-    return tars, idxs, counts
-
-
 def shard_range(n: int, rank: int, world_size: int) -> tuple[int, int]:
     """The samples [start, end) DALI's reader gives shard `rank` of `world_size`."""
     return n * rank // world_size, n * (rank + 1) // world_size
@@ -99,8 +63,7 @@ def shard_range(n: int, rank: int, world_size: int) -> tuple[int, int]:
 class Loader:
     """See the module docstring. Build it with build_loader()."""
 
-    def __init__(self, split_dir, *, batch_size: int, train: bool, device, input_size: int = 256,
-                 heatmap_size=(64, 64, 64), root_bins: int = 64, rank: int = 0, world_size: int = 1,
+    def __init__(self, split_dir, config, *, batch_size: int, train: bool, device, rank: int = 0, world_size: int = 1,
                  seed: int = 0, num_threads: int | None = None, use_rootnet: bool = False,
                  hw_decoder_load: float = 0.65, prefetch: int = 2, force_aug=None, initial_fill: int = 4096,
                  half_pixel: bool = True, warp: str | None = None):
@@ -110,13 +73,17 @@ class Loader:
             raise ValueError(f"rank {rank} is outside world_size {world_size}")
         if use_rootnet and train:
             raise ValueError("use_rootnet takes the RootNet bbox, which is for evaluation only (train=False)")
-        self.split_dir = Path(split_dir)
+        if "://" in str(split_dir) and not str(split_dir).startswith("file://"):
+            raise ValueError(f"{split_dir}: the loader reads local shard folders (DALI reads local files)")
+        self.split = open_split(str(split_dir).removeprefix("file://"))
+        self.split_dir = self.split.url
         self.device = torch.device(device)
         self.batch_size, self.train, self.rank, self.world_size = batch_size, train, rank, world_size
-        self.input_size, self.heatmap_size, self.root_bins = int(input_size), tuple(heatmap_size), int(root_bins)
+        self.config = config  # the model's geometry: input_size, heatmap_size, root_bins, depth ranges
+        self.input_size = int(config.input_size)
         self.use_rootnet = use_rootnet
-        self.tars, self.idxs, counts = find_shards(split_dir)
-        self.num_samples = sum(counts)  # in the whole split, all ranks together
+        self.tars, self.idxs = self.split.tars, self.split.idxs
+        self.num_samples = self.split.num_samples  # in the whole split, all ranks together
         start, end = shard_range(self.num_samples, rank, world_size)
         self.rank_samples = end - start  # this rank's part in evaluation
         if train:
@@ -166,10 +133,6 @@ class Loader:
     def __len__(self) -> int:
         return self._len
 
-    def set_epoch(self, epoch: int) -> None:
-        """Only names the epoch: the random stream continues where it is (DALI draws it)."""
-        self.epoch = int(epoch)
-
     def state_dict(self) -> dict:
         """The reader and random generator states after the last batch handed out."""
         return {"dali": self._pipe.checkpoint(), "epoch": self.epoch, "step": self._step, "run": self._run,
@@ -197,11 +160,21 @@ class Loader:
 
     def _finish_epoch(self):
         for _ in range(self._run, self._cycle):  # evaluation: run off this rank's padding-only batches
-            self._pipe.run()
+            self._run_pipe()
         self.epoch, self._step, self._run, self._prev_id = self.epoch + 1, 0, 0, _NONE
 
+    def _run_pipe(self):
+        """One DALI batch; a DALI failure becomes an error naming the corrupt shard and sample."""
+        try:
+            return self._pipe.run()
+        except RuntimeError as e:
+            if not is_dali_error(e):
+                raise
+            where = f"at batch {self._step + 1} of {self._len} (epoch {self.epoch + 1}, rank {self.rank})"
+            raise DataError(describe_data_error(self.split, e, where, progress=self.rank == 0)) from e
+
     def _next(self):
-        images, lbl, inv, aug, ids, ids_host, has_rootnet, roi_origin = self._pipe.run()
+        images, lbl, inv, aug, ids, ids_host, has_rootnet, roi_origin = self._run_pipe()
         self._run += 1
         ids_np = ids_host.as_array()  # (B, 2) int64 [annot_id, image_id], on the host
         keep = None
@@ -229,8 +202,7 @@ class Loader:
             img_size = lbl_t[:, OFFSETS["img_size"][0]:OFFSETS["img_size"][1]]
             patch = finish_images(self._to_torch(images), inv_t, img_size, aug_t[:, 5:8])  # (B, H, W, 3)
         out = {"images": patch.permute(0, 3, 1, 2)}  # (B, 3, H, W), channels_last memory
-        out.update(make_targets(lbl_t, affine_t, aug_t, input_size=self.input_size, heatmap_size=self.heatmap_size,
-                                root_bins=self.root_bins))
+        out.update(make_targets(lbl_t, affine_t, aug_t, self.config))
         if not self.train:
             out["inv_trans"] = inv_t  # patch -> image, to bring predictions back to the frame
         out["aug"] = aug_t  # (B, 8) the augmentation drawn for each sample (graph.AUG_FIELDS)
@@ -288,17 +260,18 @@ class Loader:
         return dst
 
 
-def build_loader(split_dir, *, batch_size: int, train: bool, device, input_size: int = 256,
-                 heatmap_size=(64, 64, 64), root_bins: int = 64, rank: int = 0, world_size: int = 1,
+def build_loader(split_dir, config, *, batch_size: int, train: bool, device, rank: int = 0, world_size: int = 1,
                  seed: int = 0, num_threads: int | None = None, use_rootnet: bool = False,
                  hw_decoder_load: float = 0.65, prefetch: int = 2, **testing) -> Loader:
-    """The data loader of one split folder (OUT/<split>/ with <split>-NNNNNN.tar and .idx files).
+    """The data loader of one split folder (OUT/<split>/: its manifest.json, read by shards.index.open_split).
 
-    device: torch.device('cpu') decodes and warps on the CPU (DALI device_id=None); a CUDA device uses
-    nvJPEG (`mixed`, hw_decoder_load of the images on the hardware decoder) and warps on the GPU.
-    `testing` passes force_aug / initial_fill / half_pixel / warp ('dali' runs the GPU path's in-graph
-    warp on the CPU) to Loader (tests and previews only)."""
-    return Loader(split_dir, batch_size=batch_size, train=train, device=device, input_size=input_size,
-                  heatmap_size=heatmap_size, root_bins=root_bins, rank=rank, world_size=world_size, seed=seed,
-                  num_threads=num_threads, use_rootnet=use_rootnet, hw_decoder_load=hw_decoder_load,
-                  prefetch=prefetch, **testing)
+    config: the model's geometry, a model.ModelConfig (any object with input_size, heatmap_size
+    (D, H, W), root_bins, depth_range_mm and root_depth_range_mm will do): the patch size and the
+    training targets follow it. device: torch.device('cpu') decodes and warps on the CPU (DALI
+    device_id=None); a CUDA device uses nvJPEG (`mixed`, hw_decoder_load of the images on the hardware
+    decoder) and warps on the GPU. `testing` passes force_aug / initial_fill / half_pixel / warp
+    ('dali' runs the GPU path's in-graph warp on the CPU) to Loader (tests and previews only).
+    A DALI failure while iterating raises DataError naming the corrupt shard, member and offset."""
+    return Loader(split_dir, config, batch_size=batch_size, train=train, device=device, rank=rank,
+                  world_size=world_size, seed=seed, num_threads=num_threads, use_rootnet=use_rootnet,
+                  hw_decoder_load=hw_decoder_load, prefetch=prefetch, **testing)

@@ -9,28 +9,18 @@ bones to their parents; the title says annot_id, hand type and the augmentation)
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 
+from shards.atomic import atomic_savefig, atomic_write_npz
+from shards.geometry import DEPTH_RANGE_MM
 from shards.skeleton import parents
 
 from .graph import AUG_FIELDS
 from .loader import build_loader
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def contact_sheet(batch: dict, path: Path, input_size: int, heatmap_size, cols: int = 4) -> None:
@@ -69,7 +59,7 @@ def contact_sheet(batch: dict, path: Path, input_size: int, heatmap_size, cols: 
         ax.set_xlim(-0.5, input_size - 0.5)
         ax.set_ylim(input_size - 0.5, -0.5)
     fig.tight_layout()
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
+    atomic_savefig(fig, path, dpi=80)
     plt.close(fig)
 
 
@@ -87,13 +77,16 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    heatmap_size = (64, 64, 64)
-    loader = build_loader(Path(args.shards).resolve() / args.split, batch_size=args.batch_size, train=args.augment,
-                          device=torch.device(args.device), input_size=args.input_size, heatmap_size=heatmap_size,
-                          seed=args.seed, use_rootnet=args.rootnet)
+    # The paper's output space at this input size (model.ModelConfig's fields; pipeline does not import model).
+    size = args.input_size
+    geometry = SimpleNamespace(input_size=size, heatmap_size=(64, size // 4, size // 4), root_bins=64,
+                               depth_range_mm=DEPTH_RANGE_MM, root_depth_range_mm=DEPTH_RANGE_MM)
+    heatmap_size = geometry.heatmap_size
+    loader = build_loader(Path(args.shards).resolve() / args.split, geometry, batch_size=args.batch_size,
+                          train=args.augment, device=torch.device(args.device), seed=args.seed, use_rootnet=args.rootnet)
     batch = {k: v.cpu().numpy() for k, v in next(iter(loader)).items()}
     npz, png = out / f"{args.split}_batch.npz", out / f"{args.split}_batch.png"
-    _atomic_write(npz, lambda tmp: np.savez_compressed(open(tmp, "wb"), **batch))
+    atomic_write_npz(npz, batch, compressed=True)
     contact_sheet(batch, png, args.input_size, heatmap_size)
     print(f"{len(batch['images'])} samples of {loader.num_samples}: {npz}\n{png}")
 

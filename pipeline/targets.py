@@ -7,12 +7,13 @@ augmentation parameters (pipeline.graph.AUG_FIELDS). No per-sample Python, no ho
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from shards.labels import OFFSETS
 from shards.skeleton import FLIP_PERM, JOINTS_PER_HAND, ROOT
 
-DEPTH_RANGE_MM = 400.0  # the original's bbox_3d_size (joints) and bbox_3d_size_root (root depth)
+assert (FLIP_PERM == np.roll(np.arange(2 * JOINTS_PER_HAND), JOINTS_PER_HAND)).all()  # make_targets relies on it
 
 
 def _field(lbl: torch.Tensor, name: str) -> torch.Tensor:
@@ -57,12 +58,13 @@ def finish_images(patch: torch.Tensor, inv: torch.Tensor, img_size: torch.Tensor
     return patch.clamp_(0.0, 1.0)
 
 
-def make_targets(lbl: torch.Tensor, affine: torch.Tensor, aug: torch.Tensor, *, input_size: int = 256,
-                 heatmap_size=(64, 64, 64), root_bins: int = 64) -> dict:
+def make_targets(lbl: torch.Tensor, affine: torch.Tensor, aug: torch.Tensor, config) -> dict:
     """The batch's targets: joint_coord (B, 42, 3) bins (x, y, z), joint_valid (B, 42), rel_root_depth (B,),
-    root_valid (B,), hand_type (B, 2), hand_type_valid (B,)."""
+    root_valid (B,), hand_type (B, 2), hand_type_valid (B,). config: the model's geometry
+    (model.ModelConfig: input_size, heatmap_size (D, H, W), root_bins, depth_range_mm, root_depth_range_mm)."""
     lbl, affine = lbl.float(), affine.float()
-    depth_bins, hm_h, hm_w = heatmap_size
+    input_size, root_bins = config.input_size, config.root_bins
+    depth_bins, hm_h, hm_w = config.heatmap_size
     joint_img = _field(lbl, "joint_img")  # (B, 42, 3): u, v px, Z mm
     valid = _field(lbl, "joint_valid")  # (B, 42)
     hand_type = _field(lbl, "hand_type")  # (B, 2)
@@ -75,10 +77,10 @@ def make_targets(lbl: torch.Tensor, affine: torch.Tensor, aug: torch.Tensor, *, 
     valid = valid * inside.to(valid.dtype)
     coord = torch.cat([xy, z[..., None]], -1)  # (B, 42, 3) patch px, px, mm
 
-    # A flip swaps the right and left halves of joints, validity and hand type.
-    perm = torch.as_tensor(FLIP_PERM, device=lbl.device)
-    coord = torch.where(flip[:, None, None], coord[:, perm], coord)
-    valid = torch.where(flip[:, None], valid[:, perm], valid)
+    # A flip swaps the right and left halves of joints, validity and hand type: FLIP_PERM is a roll by
+    # one hand (checked at import), so no index tensor is copied to the device (a host sync) per batch.
+    coord = torch.where(flip[:, None, None], coord.roll(JOINTS_PER_HAND, 1), coord)
+    valid = torch.where(flip[:, None], valid.roll(JOINTS_PER_HAND, 1), valid)
     hand_type = torch.where(flip[:, None], hand_type.flip(-1), hand_type)
 
     right, left = ROOT["right"], ROOT["left"]
@@ -87,13 +89,13 @@ def make_targets(lbl: torch.Tensor, affine: torch.Tensor, aug: torch.Tensor, *, 
     root_valid = torch.where(two_hands, valid[:, right] * valid[:, left], torch.zeros_like(rel_root))
 
     # Output (heatmap) space.
-    half = DEPTH_RANGE_MM / 2.0
+    half, root_half = config.depth_range_mm / 2.0, config.root_depth_range_mm / 2.0
     root_z = torch.cat([coord[:, right:right + 1, 2].expand(-1, JOINTS_PER_HAND),
                         coord[:, left:left + 1, 2].expand(-1, JOINTS_PER_HAND)], 1)  # (B, 42)
     z_bins = ((coord[..., 2] - root_z) / half + 1.0) / 2.0 * depth_bins
     joint_coord = torch.stack([coord[..., 0] / input_size * hm_w, coord[..., 1] / input_size * hm_h, z_bins], -1)
     valid = valid * ((z_bins >= 0) & (z_bins < depth_bins)).to(valid.dtype)
-    rel_root_bins = (rel_root / half + 1.0) / 2.0 * root_bins
+    rel_root_bins = (rel_root / root_half + 1.0) / 2.0 * root_bins
     root_valid = root_valid * ((rel_root_bins >= 0) & (rel_root_bins < root_bins)).to(root_valid.dtype)
 
     out = {

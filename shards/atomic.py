@@ -37,3 +37,27 @@ def atomic_write(path, write: Callable[[BinaryIO], object], fsync: bool = True) 
 
 def atomic_write_bytes(path, data: bytes, fsync: bool = True) -> Path:
     return atomic_write(path, lambda f: f.write(data), fsync=fsync)
+
+
+def atomic_write_text(path, text: str, fsync: bool = True) -> Path:
+    return atomic_write_bytes(path, text.encode(), fsync=fsync)
+
+
+def atomic_write_json(path, obj, indent: int | None = 2) -> Path:
+    """JSON with a final newline; NaN/inf are refused (they are not JSON)."""
+    import json
+
+    return atomic_write_text(path, json.dumps(obj, indent=indent, allow_nan=False) + "\n")
+
+
+def atomic_write_npz(path, arrays: dict, compressed: bool = False) -> Path:
+    import numpy as np
+
+    save = np.savez_compressed if compressed else np.savez
+    return atomic_write(path, lambda f: save(f, **arrays))
+
+
+def atomic_savefig(fig, path, **savefig_kwargs) -> Path:
+    """A matplotlib figure as PNG (or the format savefig_kwargs name)."""
+    savefig_kwargs.setdefault("format", "png")
+    return atomic_write(path, lambda f: fig.savefig(f, **savefig_kwargs))

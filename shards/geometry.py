@@ -6,6 +6,9 @@ pipeline's exactness test and the evaluation's back-projection use the same func
 import numpy as np
 
 BBOX_SCALE = 1.25  # SPEC 3.1
+# The depth range of the output space around each hand's root, and of the relative root depth (the
+# original's bbox_3d_size and bbox_3d_size_root): bins <-> mm. model.ModelConfig's defaults.
+DEPTH_RANGE_MM = 400.0
 
 
 def world2cam(x_world, camrot, campos):

@@ -7,11 +7,13 @@ the DALI index (the exact format of DALI's `wds2idx` tool, version v1.2) comes f
     v1.2 <number of samples>
     <ext> <data offset> <size> <member name> <ext> <offset> <size> <name> ...   (one line per sample)
 
-list_shards / iter_shard_samples read a split folder (any fsspec URL) through its manifest.
+open_split reads a split folder (any fsspec URL) through its manifest: the one reader every stage
+calls; iter_shard_samples streams its samples without DALI.
 """
 import hashlib
 import json
 import tarfile
+from dataclasses import dataclass
 
 import fsspec
 
@@ -84,42 +86,119 @@ class ShardTar:
         return "".join(lines)
 
 
-def read_manifest(split_url: str) -> dict:
-    """The manifest of a split folder (local path or fsspec URL)."""
-    fs, path = fsspec.core.url_to_fs(split_url)
-    m = path.rstrip("/") + "/manifest.json"
-    if not fs.exists(m):
-        raise FileNotFoundError(f"{split_url}: no manifest.json (not a shard folder, or conversion not run)")
-    with fs.open(m, "rb") as f:
-        return json.load(f)
+MANIFEST = "manifest.json"
 
 
-def list_shards(split_url: str) -> list[dict]:
-    """Shards of a finished split in order: dicts with tar, idx (full URLs or paths), count, bytes,
-    sha256. Raises if the conversion did not finish. Empty shards (every image skipped) are left out."""
-    man = read_manifest(split_url)
+@dataclass(frozen=True)
+class Split:
+    """A finished split folder, as its manifest describes it. `shards`: the non-empty shards in
+    order, each {tar, idx (full paths or URLs), count, bytes, sha256, ...}; `manifest`: the whole
+    manifest.json (shards.writer documents its fields)."""
+    url: str
+    manifest: dict
+    shards: tuple
+
+    @property
+    def tars(self) -> list[str]:
+        return [s["tar"] for s in self.shards]
+
+    @property
+    def idxs(self) -> list[str]:
+        return [s["idx"] for s in self.shards]
+
+    @property
+    def counts(self) -> list[int]:
+        return [int(s["count"]) for s in self.shards]
+
+    @property
+    def num_samples(self) -> int:
+        return sum(self.counts)
+
+
+def _manifest_error(path: str, what: str) -> ValueError:
+    return ValueError(f"{path}: {what}")
+
+
+def open_split(url: str, *, check_files: bool = True) -> Split:
+    """The one reader of a split folder (local path or fsspec URL) for every stage: its manifest,
+    which must be complete and agree with itself, and its shards. check_files: every listed tar and
+    index file exists and each index header counts the samples the manifest says."""
+    url = str(url).rstrip("/")
+    fs, path = fsspec.core.url_to_fs(url)
+    man_path = f"{url}/{MANIFEST}"
+    if not fs.exists(path + "/" + MANIFEST):
+        what = "does not exist" if not fs.exists(path) else "has no manifest.json (not a shard folder, or the conversion never ran)"
+        raise FileNotFoundError(f"shard folder {url} {what}")
+    try:
+        with fs.open(path + "/" + MANIFEST, "rb") as f:
+            man = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise _manifest_error(man_path, f"not valid JSON ({e}); re-run the conversion") from None
+    if not isinstance(man, dict):
+        raise _manifest_error(man_path, "not a manifest written by shards.writer (not a JSON object)")
     if not man.get("complete"):
-        raise ValueError(f"{split_url}/manifest.json: conversion incomplete; re-run the same command to finish it")
-    base = split_url.rstrip("/")
-    return [dict(s, tar=f"{base}/{s['tar']}", idx=f"{base}/{s['idx']}") for s in man["shards"] if s["count"] > 0]
+        raise _manifest_error(man_path, "the conversion did not finish (complete: false); re-run the same command")
+    if not isinstance(man.get("shards"), list):
+        raise _manifest_error(man_path, "no 'shards' list: not a manifest written by shards.writer")
+    shards, total = [], 0
+    for i, e in enumerate(man["shards"]):
+        if not isinstance(e, dict) or not all(k in e for k in ("tar", "idx", "count")):
+            raise _manifest_error(man_path, f"shard entry {i} lacks tar/idx/count")
+        if not isinstance(e["count"], int) or e["count"] < 0:
+            raise _manifest_error(man_path, f"shard entry {i} ({e['tar']}) has count {e['count']!r}")
+        total += e["count"]
+        if e["count"]:
+            shards.append(dict(e, tar=f"{url}/{e['tar']}", idx=f"{url}/{e['idx']}"))
+    counted = (man.get("counts") or {}).get("total")
+    if counted != total:
+        raise _manifest_error(man_path, f"counts.total is {counted!r} but its shard list holds {total} samples "
+                                        "(a shard entry lost or edited?); re-run the conversion")
+    split = Split(url, man, tuple(shards))
+    if check_files:
+        for s in split.shards:
+            for key in ("tar", "idx"):
+                if not fs.exists(fsspec.core.url_to_fs(s[key])[1]):
+                    raise FileNotFoundError(f"{man_path}: lists {s[key]}, which is missing")
+            with fsspec.open(s["idx"], "rt") as f:
+                head = f.readline().split()
+            if len(head) != 2 or not head[1].isdigit():
+                raise ValueError(f"{s['idx']}: first line {' '.join(head)!r} is not a wds2idx header 'v1.x <count>'")
+            if int(head[1]) != s["count"]:
+                raise ValueError(f"{s['idx']}: {head[1]} samples, but {man_path} says {s['count']}")
+    return split
 
 
 def iter_shard_samples(split_url: str):
     """Yield (key, json dict, lbl bytes, ids bytes, jpg bytes) for every sample of a split, in
-    shard order (the converter's shuffled order). Needs no DALI: plain tar streaming via fsspec."""
-    for shard in list_shards(split_url):
-        with fsspec.open(shard["tar"], "rb") as f, tarfile.open(fileobj=f, mode="r|") as tar:
-            key, parts = None, {}
-            for member in tar:
-                if not member.isfile():
-                    continue
-                k, ext = member.name.split(".", 1)
-                if key is not None and k != key:
+    shard order (the converter's shuffled order). Needs no DALI: plain tar streaming via fsspec.
+    A shard that yields another number of samples than the manifest says is an error naming it
+    (Python's tarfile stops quietly at a garbled header)."""
+    for shard in open_split(split_url, check_files=False).shards:
+        n = 0
+        try:
+            with fsspec.open(shard["tar"], "rb") as f, tarfile.open(fileobj=f, mode="r|") as tar:
+                key, parts = None, {}
+                for member in tar:
+                    if not member.isfile():
+                        continue
+                    k, ext = member.name.split(".", 1)
+                    if key is not None and k != key:
+                        yield _sample(shard["tar"], key, parts)
+                        n, parts = n + 1, {}
+                    key, parts[ext] = k, tar.extractfile(member).read()
+                if key is not None:
                     yield _sample(shard["tar"], key, parts)
-                    parts = {}
-                key, parts[ext] = k, tar.extractfile(member).read()
-            if key is not None:
-                yield _sample(shard["tar"], key, parts)
+                    n += 1
+        except tarfile.TarError as e:
+            raise ValueError(f"{shard['tar']}: not a readable tar after {n} samples ({e})") from None
+        check_count(shard, n)
+
+
+def check_count(shard: dict, n: int) -> None:
+    """A shard read to its end must have given the samples the manifest lists."""
+    if n != shard["count"]:
+        raise ValueError(f"{shard['tar']}: read {n} samples, the manifest lists {shard['count']} "
+                         "(a garbled tar header or a truncated file stops the read early)")
 
 
 def _sample(where, key, parts):

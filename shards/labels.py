@@ -32,7 +32,6 @@ for _name, _shape in FIELDS:
     OFFSETS[_name] = (_o, _o + _n, _shape)
     _o += _n
 LABEL_SIZE = _o  # floats per sample
-LABEL_BYTES = LABEL_SIZE * 4
 IDS_SIZE = 2
 
 

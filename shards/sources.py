@@ -39,9 +39,6 @@ class Source:
     hand_types: tuple = HAND_TYPES  # allowed annotation hand_type values
     fixed_hand_type_valid: int | None = None  # None: the annotation's hand_type_valid
 
-    def path(self, template: str, **kw) -> str:
-        return template.format(**kw)
-
 
 INTERHAND = Source(
     name="interhand",

@@ -31,10 +31,10 @@ import time
 
 import fsspec
 import numpy as np
-import simplejpeg
 from tqdm import tqdm
 
 from . import labels
+from .datacheck import check_image
 from .index import ShardTar
 from .reader import AnnotationError, load_split
 
@@ -42,34 +42,6 @@ CONVERTER_VERSION = "1"
 EST_META_BYTES = 4 * 512 + 6144  # headers + json + lbl + ids per sample, for sizing shards by bytes
 VERIFY = ("full", "header", "none")
 _STATE = {}  # per process: the split data and options, inherited by forked workers (no pickling)
-
-
-def check_image(data: bytes, verify: str) -> str | None:
-    """None if the image is usable, else the reason. verify: "full" decodes every byte of the
-    compressed stream (truncated or corrupt data fails), "header" only the header, "none" nothing."""
-    if verify == "none":
-        return None if data else "empty image file"
-    try:
-        if data[:2] == b"\xff\xd8":
-            if verify == "full":  # the whole entropy-coded stream, IDCT at 1/8 scale (faster)
-                simplejpeg.decode_jpeg(data, strict=True, min_height=1, min_width=1, min_factor=8)
-            else:
-                simplejpeg.decode_jpeg_header(data)
-                if not data.rstrip(b"\0").endswith(b"\xff\xd9"):
-                    return "truncated (no JPEG end marker)"
-        elif data[:8] == b"\x89PNG\r\n\x1a\n":
-            import io
-
-            from PIL import Image
-            with Image.open(io.BytesIO(data)) as im:
-                im.load() if verify == "full" else im.size
-            if not data.endswith(b"IEND\xaeB`\x82"):
-                return "truncated (no PNG end chunk)"
-        else:
-            return "not a JPEG or PNG file"
-    except Exception as e:  # noqa: BLE001 - any decoder failure means "does not decode"
-        return f"does not decode ({type(e).__name__}: {e})"
-    return None
 
 
 def _json_bytes(rec) -> bytes:

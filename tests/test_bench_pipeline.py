@@ -4,12 +4,15 @@ forced augmentation: same labels, every patch pixel within a grey level), and th
 Run: .venv/bin/python -m pytest -q tests/test_bench_pipeline.py
 """
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
 
 from benchmarks.pipeline import OriginalStyleDataset, extract, main
 from pipeline import build_loader
+from shards.geometry import DEPTH_RANGE_MM
 from tests.test_pipeline_exact import CASES
 from tests.test_pipeline_fixtures import write_split
 
@@ -28,8 +31,10 @@ def split(tmp_path_factory):
 def test_baseline_agrees_with_our_loader(split, case):
     split_dir, files = split
     ds = OriginalStyleDataset(files, input_size=SIZE, hm=HM, aug=CASES[case])
-    loader = build_loader(split_dir, batch_size=4, train=False, device=torch.device("cpu"), input_size=SIZE,
-                          heatmap_size=HM, root_bins=64, num_threads=1, force_aug=CASES[case])
+    geometry = SimpleNamespace(input_size=SIZE, heatmap_size=HM, root_bins=64, depth_range_mm=DEPTH_RANGE_MM,
+                               root_depth_range_mm=DEPTH_RANGE_MM)
+    loader = build_loader(split_dir, geometry, batch_size=4, train=False, device=torch.device("cpu"), num_threads=1,
+                          force_aug=CASES[case])
     ours = {int(a): (b, i) for b in loader for i, a in enumerate(b["annot_id"])}
     assert sorted(ours) == sorted(ds.ids.tolist())
     for k, aid in enumerate(ds.ids):

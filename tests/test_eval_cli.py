@@ -66,7 +66,9 @@ def test_forms_a_and_b_agree(tmp_path, data):
     ids = np.array([r["annot_id"] for r in recs])
     ma, _ = _run(tmp_path, root, {"annot_id": ids, "joint_coord": jc, "rel_root_depth": rel, "hand_type": prob})
     st = lambda k: np.stack([r[k] for r in recs])  # noqa: E731
-    cam = output_to_camera(jc, rel, st("bbox"), abs_d, st("focal"), st("princpt"))["joint_cam"]
+    geometry = {"input_size": (256, 256), "heatmap_size": (64, 64, 64), "root_bins": 64, "depth_range_mm": 400.0,
+                "root_depth_range_mm": 400.0}  # the defaults a file without them gets
+    cam = output_to_camera(jc, rel, st("bbox"), abs_d, st("focal"), st("princpt"), geometry)["joint_cam"]
     mb, out = _run(tmp_path, root, {"annot_id": ids[::-1], "joint_cam": cam[::-1], "hand_type": prob[::-1]},
                    name="b.npz")
     assert json.load(open(os.path.join(out, "metrics.json")))["meta"]["form"] == "b"

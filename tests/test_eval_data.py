@@ -1,5 +1,5 @@
 """Fixtures for the evaluation tests (tiny synthetic records and shards) and the tests of eval/gt.py."""
-import io
+import json
 import os
 
 import numpy as np
@@ -7,8 +7,9 @@ import pytest
 import simplejpeg
 import webdataset as wds
 
-from eval.gt import align, crop_source, load_gt, load_images, split_tars
+from eval.gt import align, crop_source, load_gt, load_images
 from shards.geometry import cam2pixel, process_bbox
+from shards.index import open_split
 from shards.labels import encode
 from shards.skeleton import HAND_TYPES, LEFT, RIGHT, ROOT, hand_type_vec
 
@@ -57,14 +58,19 @@ def write_shards(root, split, records, per_shard=5, seed=0):
     """Write the records as OUT/<split>/<split>-NNNNNN.tar with jpg/lbl/ids members, shuffled."""
     os.makedirs(os.path.join(root, split), exist_ok=True)
     order = np.random.default_rng(seed).permutation(len(records))
+    shards = []
     for s in range(0, len(records), per_shard):
-        with wds.TarWriter(os.path.join(root, split, f"{split}-{s // per_shard:06d}.tar")) as w:
+        name = f"{split}-{s // per_shard:06d}"
+        with wds.TarWriter(os.path.join(root, split, name + ".tar")) as w:
             for i in order[s:s + per_shard]:
                 r = records[i]
                 lbl, ids = encode(r)
                 pix = np.full((H_IMG, W_IMG, 3), 40 + (r["annot_id"] % 200), np.uint8)
                 w.write({"__key__": f"{r['annot_id']:09d}", "jpg": simplejpeg.encode_jpeg(pix),
                          "lbl": lbl, "ids": ids})
+        shards.append({"tar": name + ".tar", "idx": name + ".idx", "count": len(order[s:s + per_shard])})
+    with open(os.path.join(root, split, "manifest.json"), "w") as f:  # no index files: load_gt does not need them
+        json.dump({"complete": True, "counts": {"total": len(records)}, "shards": shards}, f)
     return root
 
 
@@ -85,8 +91,8 @@ def shard_dir(tmp_path_factory):
 
 def test_load_gt_round_trip(shard_dir):
     root, recs = shard_dir
-    assert len(split_tars(root, "test")) == 5
-    gt = load_gt(root, "test", progress=False)
+    assert len(open_split(f"{root}/test", check_files=False).tars) == 5
+    gt = load_gt(f"{root}/test", progress=False)
     ref = gt_arrays(recs)
     np.testing.assert_array_equal(gt["annot_id"], ref["annot_id"])
     np.testing.assert_allclose(gt["joint_cam"], ref["joint_cam"])
@@ -103,10 +109,10 @@ def test_load_gt_round_trip(shard_dir):
 
 
 def test_missing_split_and_rootnet_errors(tmp_path, shard_dir):
-    with pytest.raises(FileNotFoundError, match="no shards"):
-        split_tars(str(tmp_path), "val")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_gt(str(tmp_path / "val"), progress=False)
     root = write_shards(str(tmp_path), "val", make_records(4, rootnet=False))
-    gt = load_gt(root, "val", progress=False)
+    gt = load_gt(f"{root}/val", progress=False)
     with pytest.raises(ValueError, match="no RootNet output"):
         crop_source(gt, rootnet=True)
 
@@ -117,7 +123,7 @@ def test_duplicate_annot_in_shards(tmp_path):
     for per_shard in (1, 3):  # across shards, and the same key twice in one tar
         root = write_shards(str(tmp_path / str(per_shard)), "test", recs, per_shard=per_shard)
         with pytest.raises(ValueError, match="more than once"):
-            load_gt(root, "test", progress=False)
+            load_gt(f"{root}/test", progress=False)
 
 
 def test_align_errors():
@@ -137,4 +143,4 @@ def test_incomplete_conversion_is_an_error(tmp_path):
     root = write_shards(str(tmp_path), "test", make_records(2))
     (tmp_path / "test" / "manifest.json").write_text('{"complete": false}')
     with pytest.raises(ValueError, match="did not finish"):
-        load_gt(root, "test", progress=False)
+        load_gt(f"{root}/test", progress=False)

@@ -118,7 +118,9 @@ def _arrays(recs, rootnet):
 
 def _ours(recs, jc, rel, prob, rootnet):
     bbox, depth, f, c = _arrays(recs, rootnet)
-    conv = output_to_camera(jc, rel, bbox, depth, f, c, IN, HM, keep_image=True)
+    geometry = {"input_size": (IN, IN), "heatmap_size": (HM, HM, HM), "root_bins": HM, "depth_range_mm": 400.0,
+                "root_depth_range_mm": 400.0}
+    conv = output_to_camera(jc, rel, bbox, depth, f, c, geometry, keep_image=True)
     return compute_metrics(conv["joint_cam"], np.stack([r["joint_cam"] for r in recs]),
                            np.stack([r["joint_valid"] for r in recs]), [r["hand_type"] for r in recs],
                            [r["hand_type_valid"] for r in recs], prob, conv["root_vec"]), conv

@@ -13,6 +13,7 @@ from eval.__main__ import main
 from eval.demo import crop
 from eval.demo import main as demo_main
 from eval.predict import predict, unique_rows
+from model.config import get_config
 
 from .test_pipeline_fixtures import write_split
 
@@ -69,13 +70,22 @@ def _batches(ids):
                "inv_trans": torch.zeros(len(chunk), 2, 3)}
 
 
+class _Loader(list):
+    """Batches with what predict() reads off a loader: the rank and the model geometry."""
+
+    def __init__(self, batches, rank):
+        super().__init__(batches)
+        self.rank, self.config = rank, get_config("tiny")
+
+
 def _fake_decode(h):
     return h[:, :, 0, 0, :1].expand(-1, -1, 3)
 
 
 def _worker(rank, world, init, parts, out):
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
-    res = predict(_Model(), list(_batches(parts[rank])), torch.device("cpu"), decode=_fake_decode, progress=False)
+    loader = _Loader(list(_batches(parts[rank])), rank)
+    res = predict(_Model(), loader, torch.device("cpu"), decode=_fake_decode, progress=False)
     if rank == 0:
         np.savez(out, **res)
     else:
@@ -92,6 +102,8 @@ def test_predict_gathers_and_deduplicates_under_ddp(tmp_path):
     np.testing.assert_array_equal(r["rel_root_depth"], r["annot_id"] * 2.0)
     np.testing.assert_array_equal(r["joint_coord"][:, 5, 2], r["annot_id"])
     np.testing.assert_array_equal(r["hand_type"][:, 1], -r["annot_id"])
+    assert r["input_size"].tolist() == [64, 64] and r["heatmap_size"].tolist() == [16, 16, 16]  # the geometry
+    assert r["root_bins"] == 16 and r["depth_range_mm"] == r["root_depth_range_mm"] == 400.0
 
 
 def test_unique_rows_without_ddp():

@@ -5,14 +5,17 @@ path's in-graph warp, run on the CPU here).
 
 Run: .venv/bin/python -m pytest -q tests/test_pipeline_exact.py
 """
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
 
 from pipeline import build_loader
 from pipeline.graph import AUG_FIELDS, ROI_MARGIN, aug_vector, build_pipeline
-from pipeline.loader import find_shards
 from shards import geometry
+from shards.geometry import DEPTH_RANGE_MM
+from shards.index import open_split
 from shards.skeleton import FLIP_PERM
 from tests.test_pipeline_fixtures import _texture, write_split
 
@@ -20,6 +23,10 @@ N = 10  # landscape + portrait, right / left / interacting, hands at the frame e
 SIZE = 128  # a smaller patch keeps the test fast; the maths does not depend on it
 HM = (32, 16, 16)  # depth, height, width: distinct so a swapped axis would show
 ROOT_BINS = 48
+# The loader takes the model's geometry as one object (model.ModelConfig ties H = W = input / 4; a
+# duck-typed one lets the test use distinct sizes).
+GEOMETRY = SimpleNamespace(input_size=SIZE, heatmap_size=HM, root_bins=ROOT_BINS, depth_range_mm=DEPTH_RANGE_MM,
+                           root_depth_range_mm=DEPTH_RANGE_MM)
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +102,8 @@ def reference(rec, img, aug, use_rootnet=False, clamp=False):
 
 def run_loader(split_dir, **kw):
     kw.setdefault("train", False)
-    loader = build_loader(split_dir, batch_size=4, device=kw.pop("device", torch.device("cpu")), input_size=SIZE,
-                          heatmap_size=HM, root_bins=ROOT_BINS, num_threads=1, **kw)
+    loader = build_loader(split_dir, GEOMETRY, batch_size=4, device=kw.pop("device", torch.device("cpu")),
+                          num_threads=1, **kw)
     batches = list(loader)
     return {k: torch.cat([b[k] for b in batches]).cpu().numpy() for k in batches[0]}
 
@@ -169,7 +176,7 @@ def test_rootnet_bbox_in_evaluation(data):
     gt = run_loader(split_dir)
     assert np.abs(out["inv_trans"] - gt["inv_trans"]).max() > 1.0  # really another bbox
     with pytest.raises(ValueError, match="evaluation only"):
-        build_loader(split_dir, batch_size=2, train=True, device="cpu", use_rootnet=True)
+        build_loader(split_dir, GEOMETRY, batch_size=2, train=True, device="cpu", use_rootnet=True)
 
 
 def test_half_pixel_compensation_is_needed(data):
@@ -213,7 +220,8 @@ def test_roi_holds_every_sampled_pixel(data):
     """The decoded region contains both bilinear taps of every patch pixel inside the image (else
     image pixels would read as border) and is only the margin larger than needed."""
     split_dir, samples = data
-    tars, idxs, _ = find_shards(split_dir)
+    split = open_split(str(split_dir))
+    tars, idxs = split.tars, split.idxs
     pipe = build_pipeline(tars, idxs, batch_size=N, train=True, device_id=None, num_threads=1, seed=5,
                           shuffle_seed=0, shard_id=0, num_shards=1, input_size=SIZE, initial_fill=8, warp="host")
     pipe.build()
@@ -239,8 +247,8 @@ def test_roi_holds_every_sampled_pixel(data):
 
 def test_random_augmentation_distribution(data):
     split_dir, _ = data
-    loader = build_loader(split_dir, batch_size=5, train=True, device="cpu", input_size=32, num_threads=1,
-                          seed=11, initial_fill=8)
+    loader = build_loader(split_dir, SimpleNamespace(**{**vars(GEOMETRY), "input_size": 32}), batch_size=5,
+                          train=True, device="cpu", num_threads=1, seed=11, initial_fill=8)
     aug = torch.cat([b["aug"] for _, b in zip(range(40), _forever(loader))]).numpy()  # 200 draws
     tx, scale, rot, flip, color = aug[:, :2], aug[:, 2], aug[:, 3], aug[:, 4], aug[:, 5:]
     assert np.abs(tx).max() <= 0.15 and np.abs(tx).max() > 0.12 and abs(tx.mean()) < 0.03

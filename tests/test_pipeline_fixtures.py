@@ -120,6 +120,6 @@ def write_split(root, split, n, per_shard=4, seed=0, exif_orientation=None, subs
         subprocess.run([str(WDS2IDX), str(tar), str(tar.with_suffix(".idx"))], check=True, capture_output=True)
         shard_list.append({"tar": tar.name, "idx": tar.with_suffix(".idx").name,
                            "count": min(s + per_shard, n) - s})
-    (out / "manifest.json").write_text(json.dumps({"split": split, "count": n, "shards": shard_list,
+    (out / "manifest.json").write_text(json.dumps({"split": split, "counts": {"total": n}, "shards": shard_list,
                                                           "complete": True}))
     return out, records, images

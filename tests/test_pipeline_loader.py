@@ -2,18 +2,19 @@
 
 Run: .venv/bin/python -m pytest -q tests/test_pipeline_loader.py
 """
-import numpy as np
 import pytest
 import torch
 
+from model.config import ModelConfig
 from pipeline import build_loader
-from pipeline.loader import find_shards, shard_range
+from pipeline.loader import shard_range
 from shards.skeleton import NUM_JOINTS
 from tests.test_pipeline_fixtures import write_split
 
 N = 11  # does not divide by 2 ranks nor by the batch size
 B = 3
 SIZE = 32
+GEOMETRY = ModelConfig(backbone="resnet18", input_size=SIZE, depth_bins=8, root_bins=8)  # heatmaps (8, 8, 8)
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +25,8 @@ def split_dir(tmp_path_factory):
 def make(split_dir, **kw):
     kw.setdefault("train", False)
     kw.setdefault("batch_size", B)
-    return build_loader(split_dir, device=kw.pop("device", torch.device("cpu")), input_size=SIZE,
-                        heatmap_size=(8, 8, 8), root_bins=8, num_threads=1, initial_fill=16, **kw)
+    return build_loader(split_dir, GEOMETRY, device=kw.pop("device", torch.device("cpu")), num_threads=1,
+                        initial_fill=16, **kw)
 
 
 def test_batch_layout(split_dir):
@@ -182,12 +183,10 @@ def test_resume_mid_epoch_gives_the_same_batches(split_dir):
 def test_bad_input_errors(split_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         make(tmp_path / "nope")
-    (tmp_path / "x.tar").write_bytes(b"")
-    with pytest.raises(FileNotFoundError, match="no DALI index"):
+    with pytest.raises(FileNotFoundError, match="no manifest.json"):  # the folder is read through its manifest
         make(tmp_path)
-    (tmp_path / "x.idx").write_text("garbage\n")
-    with pytest.raises(ValueError, match="wds2idx header"):
-        find_shards(tmp_path)
+    with pytest.raises(ValueError, match="local shard folders"):
+        make("s3://bucket/shards/test")
     with pytest.raises(ValueError, match="too few"):
         make(split_dir, train=True, batch_size=N + 1)
     with pytest.raises(ValueError, match="rank"):
@@ -222,21 +221,3 @@ def test_gpu_decodes_subsampled_exif_tagged_jpegs_as_the_original(tmp_path):
     samples = {r["annot_id"]: (r, img) for r, img in zip(records, images)}
     compare(run_loader(split, force_aug=CASES["flip_rot_shift"], device=torch.device("cuda")), samples)
     compare(run_loader(split, force_aug=CASES["flip_rot_shift"]), samples)  # the CPU path on the same data
-
-def test_manifest_is_checked(split_dir, tmp_path):
-    import json
-    import shutil
-
-    d = tmp_path / "test"
-    shutil.copytree(split_dir, d)
-    man = json.loads((d / "manifest.json").read_text())
-    tars, _, counts = find_shards(d)
-    assert [t.rsplit("/", 1)[1] for t in tars] == [e["tar"] for e in man["shards"]] and sum(counts) == N
-    man["shards"][0]["count"] += 1
-    (d / "manifest.json").write_text(json.dumps(man))
-    with pytest.raises(ValueError, match="manifest.json says"):
-        find_shards(d)
-    man["complete"] = False
-    (d / "manifest.json").write_text(json.dumps(man))
-    with pytest.raises(ValueError, match="not completely written"):
-        find_shards(d)

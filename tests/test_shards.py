@@ -12,7 +12,7 @@ import pytest
 
 from shards import labels, writer
 from shards.__main__ import main as cli_main
-from shards.index import iter_shard_samples, list_shards, read_manifest
+from shards.index import iter_shard_samples, open_split
 from shards.reader import iter_records
 from shards.sources import get_source
 from tests.test_reader import write_inline, write_interhand
@@ -61,7 +61,7 @@ def test_round_trip_equals_reader(data_root, tmp_path):
 
 def test_index_matches_wds2idx_and_manifest(data_root, tmp_path):
     convert(data_root, tmp_path / "out")
-    shards = list_shards(str(tmp_path / "out" / "val"))
+    shards = open_split(str(tmp_path / "out" / "val")).shards
     assert len(shards) == 3  # 12 samples, 5 per shard
     for s in shards:
         ref = tmp_path / "ref.idx"
@@ -74,7 +74,7 @@ def test_index_matches_wds2idx_and_manifest(data_root, tmp_path):
 def test_dali_reads_every_sample(data_root, tmp_path):
     from nvidia.dali import fn, pipeline_def, types
     convert(data_root, tmp_path / "out")
-    shards = list_shards(str(tmp_path / "out" / "val"))
+    shards = open_split(str(tmp_path / "out" / "val")).shards
 
     @pipeline_def(batch_size=1, num_threads=1, device_id=None)
     def pipe():
@@ -115,7 +115,7 @@ def test_bad_images_skipped_listed_or_strict(data_root, tmp_path, capsys):
               "--shard-count", "4", "--workers", "1", "--quiet"])
     text = capsys.readouterr().out
     assert "SKIPPED 3" in text and "missing image: 1" in text and "bad image: 2" in text
-    man = read_manifest(str(out / "val"))
+    man = open_split(str(out / "val")).manifest
     assert [(s["annot_id"], s["kind"]) for s in man["skipped"]] == [(100, "missing image"), (101, "bad image"), (102, "bad image")]
     assert "does not decode" in man["skipped"][2]["reason"] and "image15.jpg" in man["skipped"][2]["reason"]
     assert man["counts"]["total"] == 9 and man["counts"]["skipped"] == 3
@@ -157,10 +157,10 @@ def test_resume_after_interruption(data_root, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         convert(data_root, out, shard_count=2)
     monkeypatch.setattr(writer, "_write_shard", real)
-    man = read_manifest(str(out / "val"))
+    man = json.loads((out / "val" / "manifest.json").read_text())
     assert not man["complete"] and sum(s is not None for s in man["shards"]) == 3
-    with pytest.raises(ValueError, match="incomplete"):
-        list_shards(str(out / "val"))
+    with pytest.raises(ValueError, match="did not finish"):
+        open_split(str(out / "val"))
     d = out / "val"
     with open(d / "val-000001.tar", "r+b") as f:  # corrupt a finished shard
         f.seek(600)
@@ -244,4 +244,4 @@ def test_ustar_header_equals_tarfile_and_image_checks():
     assert writer.check_image(jpg, "full") is None and writer.check_image(jpg, "header") is None
     assert "truncated" in writer.check_image(jpg[:-40], "header")
     assert "does not decode" in writer.check_image(jpg[:-40], "full")
-    assert writer.check_image(b"GIF89a....", "full") == "not a JPEG or PNG file"
+    assert writer.check_image(b"GIF89a....", "full") == "not a JPEG or PNG file (starts with 47494638)"

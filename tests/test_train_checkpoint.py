@@ -9,9 +9,9 @@ import time
 import pytest
 import torch
 
+from pipeline.distributed import Dist
+from shards.atomic import atomic_write, atomic_write_text
 from train import checkpoint as ckpt
-from train.atomic import atomic_torch_save, atomic_write_text
-from train.distributed import Dist
 from train.loop import _per_rank
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,7 +30,7 @@ def test_interrupted_write_keeps_the_old_file(tmp_path):
             raise KeyboardInterrupt  # as if interrupted halfway through torch.save
 
     with pytest.raises(KeyboardInterrupt):
-        atomic_torch_save({"a": torch.zeros(3), "b": Boom()}, path)
+        atomic_write(path, lambda f: torch.save({"a": torch.zeros(3), "b": Boom()}, f))
     assert path.read_text() == "old\n" and os.listdir(tmp_path) == ["config.json"]
     assert (path.stat().st_mode & 0o777) == 0o666 & ~_umask()  # not mkstemp's 0600
 

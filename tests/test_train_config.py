@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from model.config import get_config
 from train.config import PRESETS, TrainConfig, build_config, save_config
 from train.loop import lr_at
 
@@ -16,7 +17,7 @@ def test_paper_defaults_match_spec():
 def test_overrides_and_types():
     cfg = build_config(["--preset", "demo", "--lr=3e-4", "--compile=false", "--lr_decay_epochs=2,4", "--deterministic",
                         "--batch-size", "8"])
-    assert cfg.preset == "demo" and cfg.model == PRESETS["demo"]["model"]
+    assert cfg.preset == "demo" and cfg.model == get_config(PRESETS["demo"]["model"])
     assert cfg.lr == 3e-4 and cfg.compile is False and cfg.lr_decay_epochs == (2, 4)
     assert cfg.deterministic is True and cfg.batch_size == 8
 

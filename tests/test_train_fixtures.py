@@ -6,6 +6,7 @@ shard root with the first few train shards (symlinks, or copies to corrupt) and 
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -33,10 +34,14 @@ def train_shards(tmp_path_factory) -> Path:
 
 
 def subset(shards: Path, dest: Path, n_train_shards: int, copy: bool = False) -> Path:
-    """dest/train holding the first n train shards (no manifest: the loader takes every *.tar) and
-    dest/val -> the full val split. copy=True copies the tars (to corrupt them)."""
-    tars = sorted((shards / "train").glob("*.tar"))[:n_train_shards]
+    """dest/train holding the first n train shards (with their manifest entries) and dest/val -> the
+    full val split. copy=True copies the tars (to corrupt them)."""
+    man = json.loads((shards / "train" / "manifest.json").read_text())
+    man["shards"] = [e for e in man["shards"] if e["count"]][:n_train_shards]
+    man["counts"]["total"] = sum(e["count"] for e in man["shards"])
+    tars = [shards / "train" / e["tar"] for e in man["shards"]]
     (dest / "train").mkdir(parents=True)
+    (dest / "train" / "manifest.json").write_text(json.dumps(man))
     for tar in tars:
         for src in (tar, tar.with_suffix(".idx")):
             target = dest / "train" / src.name

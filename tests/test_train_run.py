@@ -3,11 +3,13 @@ eval metrics), the run folder's files, `--resume` without a checkpoint, a corrup
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
+from shards.datacheck import scan_shards
+from shards.index import open_split
 from tests.test_train_fixtures import FAST, REPO, python, subset, train_shards
-from train.datacheck import scan_shards
 from train.main import main
 
 
@@ -36,7 +38,7 @@ def test_one_epoch_with_validation_writes_the_run_folder(shards, tmp_path, capsy
 
     cfg = json.loads((out / "config.json").read_text())
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    assert cfg["git_revision"] == (head or "unknown") and cfg["model"] == "tiny" and cfg["world_size"] == 1
+    assert cfg["git_revision"] == (head or "unknown") and cfg["model"]["input_size"] == 64 and cfg["world_size"] == 1
     png = (out / "loss_curves.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     assert any((out / "tb").glob("events.out.tfevents.*"))
@@ -65,23 +67,23 @@ def test_corrupt_shard_mid_epoch_is_named(shards, tmp_path):
     with pytest.raises(RuntimeError) as err:
         main([f"--shards={root}", f"--out={tmp_path / 'run'}", *FAST, "--epochs=1", "--val_every=0"])
     msg = str(err.value)
-    assert f"corrupt shard {bad}: member {member}" in msg and "JPEG does not decode" in msg
-    assert "reading " + str(root / "train") in msg and "at step" in msg and "DALI said: nvidia.dali.fn." in msg
+    assert f"corrupt shard {bad}: member {member}" in msg and "does not decode" in msg
+    assert "reading " + str(root / "train") in msg and "at batch 4 of 4 (epoch 1" in msg and "DALI said: nvidia.dali.fn." in msg
 
 
 def test_shard_scan_finds_truncation_and_garbled_headers(shards, tmp_path):
     root = subset(shards, tmp_path / "shards", 2, copy=True)
-    tars = sorted((root / "train").glob("*.tar"))
-    idxs = [t.with_suffix(".idx") for t in tars]
-    assert scan_shards(tars, idxs, full_decode=True, progress=False) is None  # intact shards pass
+    split = open_split(str(root / "train"))
+    tars, idxs = [Path(t) for t in split.tars], [Path(i) for i in split.idxs]
+    assert scan_shards(split, full_decode=True, progress=False) is None  # intact shards pass
     fields = idxs[1].read_text().splitlines()[3].split()  # third sample: jpg offset size name ...
     data = bytearray(tars[1].read_bytes())
     data[int(fields[5]) - 512: int(fields[5]) - 500] = b"X" * 12  # the json member's tar header name
     tars[1].write_bytes(bytes(data))
-    found = scan_shards(tars, idxs, full_decode=False, progress=False)
+    found = scan_shards(split, full_decode=False, progress=False)
     assert found.startswith(f"{tars[1]}: member {fields[7]} at byte {fields[5]}: tar header checksum")
     os.truncate(tars[0], int(idxs[0].read_text().splitlines()[2].split()[1]) + 100)
-    found = scan_shards(tars, idxs, full_decode=False, progress=False)
+    found = scan_shards(split, full_decode=False, progress=False)
     assert found.startswith(f"{tars[0]}: member ") and "outside the file" in found and "truncated?" in found
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .atomic import atomic_torch_save
+from shards.atomic import atomic_write
 
 _STEP = re.compile(r"^step_(\d+)\.pt$")
 
@@ -54,7 +54,7 @@ def save(run_dir, state: dict, keep: int = 2) -> Path:
     path = ckdir / f"step_{state['step']:08d}.pt"
     for tmp in ckdir.glob(".step_*.tmp") if ckdir.is_dir() else ():  # left by a kill during a write
         tmp.unlink(missing_ok=True)
-    atomic_torch_save(state, path)
+    atomic_write(path, lambda f: torch.save(state, f))
     for old in list_checkpoints(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return path

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, fields
+import math
+from dataclasses import dataclass, field, fields
+
+from model.config import PRESETS as MODEL_PRESETS
+from model.config import ModelConfig, get_config
 
 
 @dataclass(frozen=True)
@@ -15,7 +19,7 @@ class TrainConfig:
     shards: str = ""  # folder (or fsspec URL) holding <split>/ shard folders
     out: str = ""  # run folder
     preset: str = "paper"
-    model: str = "paper"  # model preset name (model.config)
+    model: ModelConfig = field(default_factory=lambda: MODEL_PRESETS["paper"])  # `--model=PRESET`, `--model.FIELD=V`
     train_split: str = "train"
     val_split: str = "val"
     test_split: str = "test"
@@ -38,6 +42,12 @@ class TrainConfig:
     resume: bool = False
 
     def __post_init__(self):
+        if not isinstance(self.model, ModelConfig):  # a preset name or a dict (config.json)
+            object.__setattr__(self, "model", get_config(self.model))
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"{f.name} must be a finite number, got {v}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.lr <= 0:
@@ -51,14 +61,11 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.log_every < 1:
             raise ValueError(f"log_every must be >= 1, got {self.log_every}")
-        from model.config import PRESETS as MODEL_PRESETS
-
-        if self.model not in MODEL_PRESETS:
-            raise ValueError(f"unknown model preset {self.model!r}; known: {', '.join(sorted(MODEL_PRESETS))}")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["lr_decay_epochs"] = list(self.lr_decay_epochs)
+        d["model"] = self.model.to_dict()
         return d
 
 
@@ -95,9 +102,12 @@ def _coerce(name: str, raw: str, current):
 def build_config(argv: list[str]) -> TrainConfig:
     """Parse `--key=value` / `--key value` / `--flag` arguments into a TrainConfig.
 
-    The preset (``--preset``) is applied first, then the explicit overrides. Unknown keys raise.
+    The preset (``--preset``) is applied first, then the explicit overrides. ``--model=PRESET``
+    picks the model preset (model.config.PRESETS), ``--model.FIELD=VALUE`` overrides one of its
+    fields (``--model.input_size=128``). Unknown keys raise.
     """
-    known = {f.name: f for f in fields(TrainConfig)}
+    model_fields = {f.name for f in fields(ModelConfig)}
+    known = {f.name: f for f in fields(TrainConfig)} | {f"model.{k}": None for k in model_fields}
     pairs: list[tuple[str, str | None]] = []
     i = 0
     while i < len(argv):
@@ -116,12 +126,28 @@ def build_config(argv: list[str]) -> TrainConfig:
                 val = None  # a bare flag
         pairs.append((key, val))
         i += 1
-    preset = next((v for k, v in pairs if k == "preset"), "paper")
+    presets = [v for k, v in pairs if k == "preset"]
+    if len(presets) > 1:
+        raise ValueError(f"--preset given {len(presets)} times ({', '.join(map(str, presets))}); give one")
+    preset = presets[0] if presets else "paper"
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
     values = {**PRESETS[preset], "preset": preset}
     base = TrainConfig()
+    model_name = next((v for k, v in reversed(pairs) if k == "model"), values.get("model", "paper"))
+    if model_name is None:
+        raise ValueError("--model needs a preset name")
+    model = get_config(model_name).to_dict()
     for key, val in pairs:
+        if key.startswith("model."):
+            name = key.split(".", 1)[1]
+            if val is None and not isinstance(model[name], bool):
+                raise ValueError(f"--{key} needs a value")
+            model[name] = True if val is None else _coerce(key, val, model[name])
+    values["model"] = ModelConfig.from_dict(model)
+    for key, val in pairs:
+        if key in ("model", "preset") or key.startswith("model."):
+            continue
         current = values.get(key, getattr(base, key))
         if val is None:
             if not isinstance(current, bool):
@@ -133,6 +159,6 @@ def build_config(argv: list[str]) -> TrainConfig:
 
 
 def save_config(cfg: TrainConfig, path, extra: dict | None = None) -> None:
-    from .atomic import atomic_write_text
+    from shards.atomic import atomic_write_text
 
     atomic_write_text(path, json.dumps({**cfg.to_dict(), **(extra or {})}, indent=2) + "\n")

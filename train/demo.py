@@ -4,7 +4,8 @@
 
 1. generates the synthetic InterHand2.6M set (once; deterministic) under DATA_DIR/synth/interhand,
 2. converts it to shards under DATA_DIR/shards/interhand (resumes: finished shards are kept),
-3. trains the `demo` preset (ResNet-18, 128x128 input, 32^3 heatmaps), validating every epoch,
+3. trains the `demo` preset (ResNet-18, 64x64 input, 16^3 heatmaps, 64-channel heads; 20 epochs,
+   validating every 5),
 4. evaluates on the test split and, for comparison, the untrained network and the training set's
    mean root-relative pose; prints the three side by side and writes pictures to RUN_DIR.
 Extra `--key=value` options go to the trainer (see train/config.py), e.g. `--epochs=2`.
@@ -12,58 +13,56 @@ Extra `--key=value` options go to the trainer (see train/config.py), e.g. `--epo
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
+
+from shards.atomic import atomic_write_json, atomic_write_npz, atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def prepare_data(data_dir: Path, size: str, seed: int) -> Path:
-    from shards.__main__ import main as shards_main
+    from shards.__main__ import summary
+    from shards.sources import get_source
     from shards.synth import generate
+    from shards.writer import convert_split
 
     synth = data_dir / "synth" / "interhand"  # the same folders `make shards` uses
     done = synth / ".complete"
     if not done.exists():
         print(f"[demo] generating the synthetic set ({size}) in {synth}", flush=True)
-        summary = generate(synth, size=size, seed=seed)
-        done.write_text(json.dumps(summary) + "\n")
+        summary_ = generate(synth, size=size, seed=seed)
+        atomic_write_json(done, summary_, indent=None)
     shards = data_dir / "shards" / "interhand"
     print(f"[demo] building shards in {shards}", flush=True)
-    shards_main(["--source", "interhand", "--root", str(synth), "--out", str(shards), "--quiet"])
+    source = get_source("interhand")
+    for split in source.splits:
+        print(summary(split, convert_split(source, str(synth), str(shards), split, progress=False)), flush=True)
     return shards
 
 
-def mean_pose_predictions(shards: Path) -> dict:
-    """The training set's mean root-relative pose (and mean left-minus-right root vector, mean hand
-    presence) predicted for every test sample, in camera space (eval form (b))."""
-    from eval.gt import load_gt
-    from shards.skeleton import LEFT, RIGHT, ROOT
+def evaluate(name: str, shards: Path, split: str, out: Path, *, checkpoint: Path | None = None,
+             predictions: dict | None = None, device=None, pictures: int = 8) -> dict:
+    """Score a checkpoint (through the pipeline) or ready predictions on `split`; the metrics."""
+    from eval.__main__ import report
+    from eval.run_checkpoint import predict_checkpoint
+    from eval.score import check_predictions
 
-    tr = load_gt(str(shards), "train", progress=False)
-    cam, valid = tr["joint_cam"].astype(np.float64), tr["joint_valid"] > 0
-    rel = cam.copy()
-    rel[:, RIGHT] -= cam[:, [ROOT["right"]]]
-    rel[:, LEFT] -= cam[:, [ROOT["left"]]]
-    mean_rel = np.where(valid[..., None], rel, 0).sum(0) / np.maximum(valid.sum(0), 1)[:, None]  # (42, 3)
-    both = valid[:, ROOT["right"]] & valid[:, ROOT["left"]]
-    root_vec = (cam[both, ROOT["left"]] - cam[both, ROOT["right"]]).mean(0) if both.any() else np.zeros(3)
-    mean_rel[LEFT] += root_vec  # place the left hand's root at the mean offset from the right root
-    presence = tr["hand_type"].mean(0)
-    te = load_gt(str(shards), "test", progress=False)
-    n = te["annot_id"].shape[0]
-    return {"annot_id": te["annot_id"], "joint_cam": np.broadcast_to(mean_rel, (n, 42, 3)).copy(),
-            "hand_type": np.broadcast_to(presence, (n, 2)).copy()}
+    print(f"\n[demo] {name} on the {split} split", flush=True)
+    if checkpoint is not None:
+        predictions = predict_checkpoint(str(checkpoint), str(shards), split, device=device, progress=False)
+    path = out / "predictions.npz"
+    atomic_write_npz(path, predictions)
+    return report(check_predictions(predictions, str(path)), str(shards), split, str(out), source=str(path),
+                  pictures=pictures, quiet=True)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from eval.__main__ import main as eval_main
-    from eval.io import write_npz
+    from eval.gt import load_gt, split_url
+    from eval.metrics import mean_pose_predictions
     from model import build_model, save_checkpoint
     from train.config import build_config
     from train.main import run
@@ -83,20 +82,16 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"[demo] training ({cfg.epochs} epochs of the demo preset) into {run_dir}", flush=True)
     run(cfg, device=args.device)
 
-    common = ["--shards", str(shards), "--split", cfg.test_split, "--quiet"]
-    if args.device:
-        common += ["--device", args.device]
-    print("\n[demo] trained network on the test split", flush=True)
-    trained = eval_main(["--checkpoint", str(run_dir / "final.pt"), "--out", str(run_dir / "eval"), *common])
-
+    split = cfg.test_split
+    trained = evaluate("trained network", shards, split, run_dir / "eval", checkpoint=run_dir / "final.pt",
+                       device=args.device)
     torch.manual_seed(args.seed)
     save_checkpoint(run_dir / "untrained.pt", build_model(cfg.model))
-    print("\n[demo] untrained network (same initialisation recipe)", flush=True)
-    untrained = eval_main(["--checkpoint", str(run_dir / "untrained.pt"), "--out", str(run_dir / "eval_untrained"),
-                           "--pictures", "0", *common])
-    mean_npz = write_npz(str(run_dir / "mean_pose_predictions.npz"), mean_pose_predictions(shards))
-    print("\n[demo] the training set's mean root-relative pose", flush=True)
-    mean = eval_main(["--predictions", mean_npz, "--out", str(run_dir / "eval_mean_pose"), "--pictures", "0", *common])
+    untrained = evaluate("untrained network (same initialisation recipe)", shards, split, run_dir / "eval_untrained",
+                         checkpoint=run_dir / "untrained.pt", device=args.device, pictures=0)
+    mean = evaluate("the training set's mean root-relative pose", shards, split, run_dir / "eval_mean_pose",
+                    predictions=mean_pose_predictions(load_gt(split_url(shards, cfg.train_split), progress=False),
+                                                      load_gt(split_url(shards, split), progress=False)), pictures=0)
 
     rows = {"trained": trained, "untrained": untrained, "mean pose": mean}
     keys = [("mpjpe_single", "MPJPE single (mm)"), ("mpjpe_interacting", "MPJPE interacting (mm)"),
@@ -107,8 +102,8 @@ def main(argv: list[str] | None = None) -> dict:
     table = "\n".join(lines)
     summary = {name: {k: float(m[k]) for k, _ in keys} for name, m in rows.items()}
     summary["seconds"] = time.perf_counter() - t0
-    (run_dir / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (run_dir / "demo_summary.txt").write_text(table + "\n")
+    atomic_write_json(run_dir / "demo_summary.json", summary)
+    atomic_write_text(run_dir / "demo_summary.txt", table + "\n")
     print(f"\n[demo] test split, {int(trained['num_samples'])} samples:\n{table}")
     print(f"\n[demo] done in {summary['seconds'] / 60:.1f} min. Run folder: {run_dir}")
     print(f"       loss curves: {run_dir / 'loss_curves.png'}; predictions drawn: {run_dir / 'eval'}/best.png, worst.png")

@@ -12,15 +12,14 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
+from pipeline.distributed import Dist, all_reduce_mean, gather_to_main, print0
+from shards.atomic import atomic_write_text
+
 from . import checkpoint as ckpt
-from .atomic import atomic_write_text
 from .config import TrainConfig
-from .datacheck import describe_data_error, is_dali_error
-from .distributed import Dist, all_reduce_mean, print0
 
 
 def lr_at(cfg: TrainConfig, epoch: int) -> float:
@@ -69,15 +68,6 @@ def autocast_for(cfg: TrainConfig, device: torch.device):
     return nullcontext()
 
 
-def _gather(obj, d: Dist) -> list | None:
-    """[obj of rank 0, obj of rank 1, ...] on rank 0 (None elsewhere); [obj] without DDP."""
-    if d.world_size == 1:
-        return [obj]
-    out = [None] * d.world_size if d.is_main else None
-    dist.gather_object(obj, out, dst=0)
-    return out
-
-
 def _per_rank(value, d: Dist, what: str):
     """This rank's entry of a per-rank checkpoint list (a plain value: one-process checkpoints)."""
     if not isinstance(value, list):
@@ -86,15 +76,6 @@ def _per_rank(value, d: Dist, what: str):
         raise ValueError(f"the checkpoint holds {what} for {len(value)} process(es), this run has {d.world_size}; "
                          "resume with the same number of processes")
     return value[d.rank]
-
-
-def _next_batch(it, loader, where: str, d: Dist):
-    try:
-        return next(it)
-    except RuntimeError as e:
-        if not is_dali_error(e):
-            raise
-        raise RuntimeError(describe_data_error(loader, e, where, progress=d.is_main)) from e
 
 
 def train(cfg: TrainConfig, d: Dist, model: torch.nn.Module, criterion, train_loader,
@@ -129,7 +110,7 @@ def train(cfg: TrainConfig, d: Dist, model: torch.nn.Module, criterion, train_lo
         nonlocal saved_at
         if saved_at == step:
             return
-        per_rank = _gather({"loader": train_loader.state_dict(), "rng": ckpt.rng_state()}, d)
+        per_rank = gather_to_main({"loader": train_loader.state_dict(), "rng": ckpt.rng_state()})
         if d.is_main:
             ckpt.save(run_dir, {
                 "model": raw_model.state_dict(), "model_config": raw_model.config.to_dict(),
@@ -154,8 +135,7 @@ def train(cfg: TrainConfig, d: Dist, model: torch.nn.Module, criterion, train_lo
         while step_in_epoch < steps_per_epoch:
             t0 = time.perf_counter()
             try:
-                batch = _next_batch(it, train_loader, f"at step {step + 1} (epoch {epoch + 1}, batch "
-                                    f"{step_in_epoch + 1} of {steps_per_epoch})", d)
+                batch = next(it)  # a corrupt shard raises shards.datacheck.DataError naming it
             except StopIteration:
                 raise RuntimeError(f"the training loader of {getattr(train_loader, 'split_dir', '?')} ended after "
                                    f"{step_in_epoch} of its {steps_per_epoch} batches (epoch {epoch + 1})") from None
@@ -202,14 +182,7 @@ def train(cfg: TrainConfig, d: Dist, model: torch.nn.Module, criterion, train_lo
             save_state()
             if validate is not None and cfg.val_every and epoch % cfg.val_every == 0:
                 fwd.eval()
-                try:
-                    with torch.no_grad(), autocast_for(cfg, d.device):
-                        res = validate(fwd, epoch)
-                except RuntimeError as e:
-                    if not (is_dali_error(e) and hasattr(validate, "loader")):
-                        raise
-                    raise RuntimeError(describe_data_error(validate.loader, e, f"validating after epoch {epoch}",
-                                                           progress=d.is_main)) from e
+                res = validate(fwd, epoch)  # float32, no autocast: the same metrics as `python -m eval`
                 if res:
                     log.write({"step": step, "epoch": epoch, **{f"val/{k}": v for k, v in res.items()
                                                                  if isinstance(v, (int, float))}})

@@ -13,16 +13,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: import the stages from the repository root
-    _here = Path(__file__).resolve().parent
-    sys.path = [p for p in sys.path if Path(p or ".").resolve() != _here]
-    sys.path.insert(0, str(_here.parent))
+try:  # `python train/main.py` puts train/ first on sys.path; the stages come from the installed
+    import pipeline.distributed  # noqa: F401  package (`pip install -e .`, as `make setup` does)
+except ImportError:  # not installed: from the repository this file is in
+    sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from pipeline.distributed import cleanup_distributed, print0, setup_distributed  # noqa: E402
 from train.checkpoint import list_checkpoints  # noqa: E402
 from train.config import TrainConfig, build_config, save_config  # noqa: E402
-from train.distributed import cleanup_distributed, print0, setup_distributed  # noqa: E402
 
 
 def git_revision() -> str:
@@ -80,13 +80,12 @@ def run(cfg: TrainConfig, device: str | None = None) -> dict:
             model = model.to(memory_format=torch.channels_last)
         mc = model.config
         shards = cfg.shards.rstrip("/")
-        loader = build_loader(f"{shards}/{cfg.train_split}", batch_size=cfg.batch_size, train=True, device=d.device,
-                              input_size=mc.input_size, heatmap_size=mc.heatmap_size, root_bins=mc.root_bins,
-                              rank=d.rank, world_size=d.world_size, seed=cfg.seed,
+        loader = build_loader(f"{shards}/{cfg.train_split}", mc, batch_size=cfg.batch_size, train=True,
+                              device=d.device, rank=d.rank, world_size=d.world_size, seed=cfg.seed,
                               num_threads=cfg.num_threads or None)
         print0(d, f"train: {loader.num_samples} samples, {len(loader)} steps/epoch/rank, world {d.world_size}")
         criterion = Criterion(mc)
-        validate = make_validator(cfg, d, mc, f"{shards}/{cfg.val_split}", criterion) if cfg.val_every else None
+        validate = make_validator(cfg, d, mc, f"{shards}/{cfg.val_split}") if cfg.val_every else None
         result = {**train(cfg, d, model, criterion, loader, run_dir, validate=validate), "rank": d.rank}
         if d.is_main:
             save_checkpoint(run_dir / "final.pt", model, epoch=result["epoch"], step=result["step"])

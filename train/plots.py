@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from shards.atomic import atomic_savefig
+
 
 def plot_curves(run_dir, out_png=None) -> Path:
     import matplotlib
@@ -38,8 +40,8 @@ def plot_curves(run_dir, out_png=None) -> Path:
         ax.legend()
     fig.tight_layout()
     out = Path(out_png) if out_png else run_dir / "loss_curves.png"
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(out)
+    try:
+        atomic_savefig(fig, out, dpi=100)
+    finally:
+        plt.close(fig)
     return out
