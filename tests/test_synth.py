@@ -12,9 +12,10 @@ import simplejpeg
 from pycocotools.coco import COCO
 
 from shards import synth
+from shards.mano.model import lbs, load_models
+from shards.skeleton import JOINT_NAMES, parents
 from shards.synth import common, interhand, render
 from shards.synth import single as synth_single
-from shards.skeleton import JOINT_NAMES, parents
 
 SPLITS = ("train", "val", "test")
 KINDS = ("data", "camera", "joint_3d", "MANO_NeuralAnnot")
@@ -73,7 +74,9 @@ def test_layout_and_data_schema(ih):
 
 
 def test_camera_joint3d_mano_schema(ih):
-    _, _, ann = ih
+    root, _, ann = ih
+    models = load_models(root / "mano")
+    regressor = np.load(root / "mano" / "J_regressor_synth_ih26m.npy")
     for s in SPLITS:
         for cap, c in ann[s]["camera"].items():
             assert set(c) == {"campos", "camrot", "focal", "princpt"} and cap.isdigit()
@@ -96,7 +99,11 @@ def test_camera_joint3d_mano_schema(ih):
                 if present:
                     m = mano[side]
                     assert (len(m["pose"]), len(m["shape"]), len(m["trans"])) == (48, 10, 3)
-                    assert np.abs(np.array(m["trans"]) * 1000 - world[20 if side == "right" else 41]).max() < 1
+                    # the MANO fit's regressed wrist is the annotated one up to the fitting noise (trans is
+                    # not the wrist: MANO rotates about its own root joint; tests/test_mano_synth.py has more)
+                    verts, _ = lbs(models[side], [m["pose"]], [m["shape"]], [m["trans"]])
+                    wrist = regressor[20] @ verts[0] * 1000
+                    assert np.abs(wrist - world[20 if side == "right" else 41]).max() < 15
                 else:  # an absent hand: MANO null, every joint invalid
                     assert mano[side] is None
                     assert not any(j3["joint_valid"][sl]) and not any(v[0] for v in a["joint_valid"][sl])

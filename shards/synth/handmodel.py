@@ -1,5 +1,5 @@
 """A kinematic two-hand model for the synthetic data set (shards.synth): bone lengths, joint limits,
-gesture poses, smooth motion and plausible MANO parameters.
+gesture poses, smooth motion, and the MANO joint rotations of a pose.
 
 Hand-local frame of a right hand (mm): wrist at the origin, +y from the wrist towards the middle
 finger, +x towards the thumb side, +z = x cross y out of the palm (fingers flex towards +z). A left
@@ -161,13 +161,35 @@ def pair_frames(rng: np.random.Generator):
     return pair @ q, pair @ (m @ q @ m) @ jitter, pos_r, pos_l
 
 
-def mano_params(rot: np.ndarray, angles: np.ndarray, wrist: np.ndarray, shape: np.ndarray) -> dict:
-    """Plausible MANO NeuralAnnot parameters of one hand in one frame: pose 48 (global orient then
-    15 joints in MANO order index, middle, pinky, ring, thumb; axis-angle), shape 10, trans 3 (m)."""
-    order = (1, 2, 4, 3, 0)
-    pose = [axis_angle(rot)]
-    for f in order:
-        base = rotation([0.0, 0.0, 1.0], -angles[f, 1]) @ rotation([1.0, 0.0, 0.0], angles[f, 0])
-        pose += [axis_angle(base), np.array([angles[f, 2], 0, 0]), np.array([angles[f, 3], 0, 0])]
-    return {"pose": np.concatenate(pose), "shape": np.asarray(shape, dtype=np.float64),
-            "trans": np.asarray(wrist, dtype=np.float64) / 1000.0}
+# MANO's finger order (index, middle, pinky, ring, thumb) as indices into FINGERS.
+MANO_FINGERS = (1, 2, 4, 3, 0)
+
+
+def finger_frames() -> np.ndarray:
+    """Rest frame of each finger as forward_kinematics builds it, (5, 3, 3): columns x (thumb side),
+    y (along the finger), z (palm side)."""
+    out = []
+    for f in range(5):
+        fr = rotation([0.0, 0.0, 1.0], -SPLAY[f])
+        if f == 0:
+            fr = fr @ rotation([0.0, 1.0, 0.0], THUMB_TWIST)
+        out.append(fr)
+    return np.stack(out)
+
+
+FRAMES = finger_frames()
+
+
+def finger_pose(angles: np.ndarray) -> np.ndarray:
+    """Joint angles (..., 5, 4) radians -> the right hand's 15 MANO joint rotations as axis-angle
+    (..., 45), MANO order. MANO rotates each joint in the template's frame, forward_kinematics in
+    the finger's rest frame F, so each rotation is conjugated: F R F^T."""
+    a = np.clip(np.asarray(angles, dtype=np.float64), LIMITS_LO, LIMITS_HI)
+    out = []
+    for f in MANO_FINGERS:
+        fr = FRAMES[f]
+        base = _rz(-a[..., f, 1]) @ _rx(a[..., f, 0])
+        out.append(axis_angle(fr @ base @ fr.T))
+        out.append(a[..., f, 2, None] * fr[:, 0])
+        out.append(a[..., f, 3, None] * fr[:, 0])
+    return np.concatenate(out, axis=-1)

@@ -1,5 +1,6 @@
 """The synthetic InterHand2.6M v1.0 set (layout in shards/synth/__init__.py): cameras around each
-capture, two-hand sequences, the four annotation files and RootNet-like output."""
+capture, two-hand sequences posed through the synthetic MANO model, the four annotation files,
+RootNet-like output and the MANO model itself (DATA/mano/)."""
 
 import os
 
@@ -8,6 +9,7 @@ import numpy as np
 from ..geometry import process_bbox
 from ..skeleton import JOINT_NAMES, parents
 from . import handmodel as hm
+from . import manohands
 from .common import SIZES, SPLITS, Task, padded_bbox, project, run_tasks, write_json, write_skeleton
 from .render import random_look, random_skin
 
@@ -45,8 +47,10 @@ def _cameras(rng, n, centre):
     return cams
 
 
-def _sequence(rng, hand_type, n_frames, centre, scale):
-    """World joints (T, 42, 3), per-hand angles and wrist rotations/positions of one sequence."""
+def _sequence(rng, hand_type, n_frames, centre, beta):
+    """World joints (T, 42, 3) and the MANO parameters {side: {pose, shape, trans}} of one sequence:
+    each hand's kinematic motion (angles, wrist rotation and position) posed through the synthetic
+    MANO model, its regressed joints plus the fitting noise (shards/synth/manohands.py)."""
     t = np.linspace(0.0, 1.0, n_frames)
     keys = [str(g) for g in rng.choice(list(hm.GESTURES), size=int(rng.integers(2, 5)))]
     if hand_type == "interacting":
@@ -55,19 +59,16 @@ def _sequence(rng, hand_type, n_frames, centre, scale):
     else:
         base = {hand_type: (hm.random_frame(rng), rng.normal(0, 30, 3))}
     world = np.zeros((n_frames, 42, 3))
-    hands = {}
+    params = {}
     drift = rng.normal(0, 25, 3)
     for side, (rot0, pos0) in base.items():
         angles = hm.gesture_trajectory(keys, t, rng)
         rots = hm.wobble_rotations(rot0, t, rng.uniform(10, 30), rng)
         pos = centre + pos0 + drift * np.sin(np.pi * t)[:, None] + rng.normal(0, 3, (n_frames, 3))
-        local = hm.forward_kinematics(angles, scale)
-        if side == "left":
-            local = hm.mirror(local)
+        params[side] = manohands.hand_params(side, rots, angles, pos, beta)
         off = 0 if side == "right" else 21
-        world[:, off:off + 21] = np.einsum("tij,tkj->tki", rots, local) + pos[:, None]
-        hands[side] = (angles, rots, pos)
-    return np.round(world, 3), hands
+        world[:, off:off + 21] = manohands.regressed_joints(side, params[side]) + manohands.fit_noise(rng, n_frames)
+    return np.round(world, 3), params
 
 
 def plan_interhand(out_dir, split, spec, seed):
@@ -90,7 +91,7 @@ def plan_interhand(out_dir, split, spec, seed):
             hand_type = ("right", "left", "interacting")[s % 3]
             names = hm.DOUBLE_SEQS if hand_type == "interacting" else hm.SINGLE_SEQS
             seq_name = f"{s + 3 * capture:04d}_{names[int(rng.integers(len(names)))]}"
-            world, hands = _sequence(rng, hand_type, n_frames, centre, scale)
+            world, hands = _sequence(rng, hand_type, n_frames, centre, manohands.betas(scale, shape))
             present = np.array([hand_type != "left", hand_type != "right"])
             for i in range(n_frames):
                 valid3d = np.repeat(present, 21) & (rng.random(42) > 0.01)
@@ -99,7 +100,7 @@ def plan_interhand(out_dir, split, spec, seed):
                     "world_coord": world[i].tolist(), "joint_valid": valid3d.astype(int).tolist(),
                     "hand_type": hand_type, "hand_type_valid": htv}
                 mano[str(capture)][str(frame)] = {
-                    side: (_mano_json(hands[side], i, shape) if side in hands else None)
+                    side: ({k: v[i].tolist() for k, v in hands[side].items()} if side in hands else None)
                     for side in ("right", "left")}
                 for cam, c in cams.items():
                     joint_cam, uv = project(world[i], c["camrot"], c["campos"], c["focal"], c["princpt"])
@@ -130,12 +131,6 @@ def plan_interhand(out_dir, split, spec, seed):
             "rootnet": rootnet, "tasks": tasks}
 
 
-def _mano_json(hand, i, shape):
-    angles, rots, pos = hand
-    p = hm.mano_params(rots[i], angles[i], pos[i], shape)
-    return {k: np.round(v, 6).tolist() for k, v in p.items()}
-
-
 def _rootnet(rng, annot_id, bbox, joint_cam, present):
     """A RootNet-like prediction: a slightly wrong box (then processed, SPEC 3.1) and root depths
     with ~20 mm error; an absent hand gets the present one's depth."""
@@ -153,6 +148,7 @@ def _rootnet(rng, annot_id, bbox, joint_cam, present):
 def generate_interhand(out_dir, size="tiny", seed=0, workers=None) -> dict:
     workers = workers or os.cpu_count() or 1
     write_skeleton(os.path.join(out_dir, "annotations", "skeleton.txt"), JOINT_NAMES, parents())
+    manohands.write_model(out_dir)
     plans = {split: plan_interhand(out_dir, split, SIZES[size][split], seed) for split in SPLITS}
     nbytes = run_tasks([t for p in plans.values() for t in p["tasks"]], workers, "synth interhand")
     for split, plan in plans.items():
