@@ -8,9 +8,10 @@
 (1) original: eager float32; a torch DataLoader over one JPEG file per sample (benchmarks.pipeline's
     OriginalStyleDataset: decode, float32, per-sample warp and labels, `workers` processes); the heatmap
     loss renders every Gaussian target volume (sigma 2.5 bins, peak 255) and takes mean((p - t)^2 * valid).
-(2) ours: pipeline.build_loader (DALI, `workers` threads) + torch.compile + bf16 autocast (CUDA only) +
-    channels_last + model.Criterion (the fused heatmap loss), as train/loop.py runs it.
-Both: Adam, the same initial weights; cudnn.benchmark. Each runs in its own subprocess (its own peak
+(2) ours: pipeline.build_loader (DALI, `workers` threads) + the trainer's own step
+    (train.loop.make_train_step with build_optimizer: torch.compile, bf16 autocast (CUDA only),
+    channels_last, model.Criterion (the fused heatmap loss), fused Adam).
+Both: Adam lr 1e-4, the same initial weights; cudnn.benchmark. Each runs in its own subprocess (its own peak
 memory; no fork after DALI/compile threads exist). Reported apart: setup (loader build + first batch;
 extracting the JPEG files for (1) is not timed) and the first step (which includes compilation).
 images/s counts `steps` steps after `warmup` steps, between two device synchronisations. data-wait =
@@ -31,7 +32,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,39 +115,38 @@ def run_mode(mode: str, args) -> dict:
     """Train `warmup + steps` steps in `mode`; returns images/s, data-wait, peak memory and timings."""
     from model import Criterion, build_model
 
-    device = torch.device(args.device)
-    if device.type == "cuda" and device.index is None:  # "cuda": the current device, named by its index
-        device = torch.device("cuda", torch.cuda.current_device())
+    from pipeline.distributed import setup_distributed
+    from train.config import TrainConfig
+    from train.loop import build_optimizer, make_train_step
+
+    device = setup_distributed(args.device).device  # one process; "cuda" is cuda:0, never a CPU fall-back
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     if device.type == "cuda":
-        torch.cuda.set_device(device)
         torch.cuda.reset_peak_memory_stats(device)
-    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.benchmark = True  # as train/main.py (unless --deterministic)
     torch.manual_seed(0)
     model = build_model(args.model).to(device)
     mc = model.config
     ours = mode == "ours"
-    if ours:
+    if ours:  # exactly the trainer's step: its config, optimiser and step function
+        cfg = TrainConfig(model=mc, compile=args.compile)
         model = model.to(memory_format=torch.channels_last)
-        fwd = torch.compile(model) if args.compile else model
-        loss_fn = Criterion(mc)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-    else:
-        fwd, loss_fn, autocast = model, original_criterion(mc.sigma), nullcontext()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+        fwd = torch.compile(model) if cfg.compile else model
+        optimizer = build_optimizer(model, cfg, device)
+        train_step = make_train_step(cfg, device, fwd, Criterion(mc), optimizer)
+    else:  # the original's way: fp32, eager, materialised heatmap loss, per-tensor Adam
+        loss_fn, optimizer = original_criterion(mc.sigma), torch.optim.Adam(model.parameters(), lr=1e-4)
+
+        def train_step(batch):
+            losses = loss_fn(model(batch["images"]), batch)
+            optimizer.zero_grad(set_to_none=True)
+            sum(losses.values()).backward()
+            optimizer.step()
+            return losses
     model.train()
 
     def step(batch):
-        images = batch["images"]
-        if ours:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with autocast:
-            out = fwd(images)
-        total = sum(loss_fn(out, batch).values())
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
-        return total.detach()
+        return sum(train_step(batch).values()).detach()
 
     split_dir = Path(args.shards) / "train"
     folder = Path(tempfile.mkdtemp(prefix="bench_train_files_"))

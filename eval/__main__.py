@@ -1,4 +1,4 @@
-"""Score hand-pose predictions on a split with the paper's metrics (SPEC section 6).
+"""Score hand-pose predictions on a split with the paper's metrics (docs/conventions.md §7).
 
 Score a predictions file (form (a) InterNet output space or (b) camera space, see eval/score.py):
     python -m eval --predictions preds.npz --shards data/shards/interhand --split test --out runs/eval

@@ -1,4 +1,4 @@
-"""InterNet output space -> image pixels -> camera space (SPEC section 6), vectorised over samples.
+"""InterNet output space -> image pixels -> camera space (docs/conventions.md §7), vectorised over samples.
 
 The original's evaluate() does this per sample and per joint; here every step is one array operation:
   x, y bins -> patch pixels (x input / heatmap) -> image pixels through the inverse affine of the
@@ -68,14 +68,14 @@ def bins_to_image(joint_coord, inv_trans, input_size=256, heatmap_size=64,
 
 
 def rel_root_to_mm(rel_root_depth, root_bins=64, root_depth_range_mm: float = DEPTH_RANGE_MM) -> np.ndarray:
-    """(N,) relative root depth in bins -> mm (left root minus right root), SPEC 6."""
+    """(N,) relative root depth in bins -> mm (left root minus right root), docs/conventions.md §7.4."""
     d = np.asarray(rel_root_depth, dtype=np.float64).reshape(-1)
     return (d / float(root_bins) * 2.0 - 1.0) * (root_depth_range_mm / 2.0)
 
 
 def image_to_camera(pred_img, abs_depth, focal, princpt, out=None) -> np.ndarray:
     """(N, 42, 3) [u, v, z relative to the hand root] + (N, 2) root depth [right, left] -> camera mm
-    (pixel2cam of SPEC 2, written per component to avoid temporaries)."""
+    (pixel2cam of docs/conventions.md §2, written per component to avoid temporaries)."""
     p = np.asarray(pred_img, dtype=np.float64)
     d = np.asarray(abs_depth, dtype=np.float64)
     f = np.asarray(focal, dtype=np.float64)[:, None]

@@ -1,4 +1,4 @@
-"""The paper's metrics (SPEC section 6), vectorised over samples and joints; returns a dict.
+"""The paper's metrics (docs/conventions.md §7), vectorised over samples and joints; returns a dict.
 
 Definitions follow the original's evaluate() exactly:
 - single-hand samples are those whose GT hand type is right or left, interacting ones the rest;
@@ -89,7 +89,7 @@ def handedness_correct(gt_code, pred_hand_type) -> np.ndarray:
 
 def compute_metrics(pred_cam, gt_cam, joint_valid, gt_hand_type, hand_type_valid, pred_hand_type,
                     pred_root_vec=None, return_errors: bool = False):
-    """All of SPEC 6 at once.
+    """All of docs/conventions.md §7 at once.
 
     pred_cam, gt_cam (N, 42, 3) camera mm; joint_valid (N, 42); gt_hand_type (N,) strings/codes or
     (N, 2) vectors; hand_type_valid (N,); pred_hand_type (N, 2) probabilities; pred_root_vec (N, 3)

@@ -1,4 +1,4 @@
-"""InterNet (SPEC sections 4-6): model, criterion, decoding, checkpoints.
+"""InterNet (docs/conventions.md §5-§7): model, criterion, decoding, checkpoints.
 
     from model import build_model, Criterion, decode
     model = build_model("paper")             # or "demo" / "tiny" / a ModelConfig

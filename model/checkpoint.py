@@ -1,6 +1,6 @@
 """Checkpoints: the original `snapshot_<epoch>.pth.tar` files and ours, loaded with weights_only=True.
 
-Original (SPEC section 4): {"epoch", "network": DataParallel state dict ("module." keys), "optimizer"};
+Original (docs/conventions.md §5): {"epoch", "network": DataParallel state dict ("module." keys), "optimizer"};
 the backbone depth, depth bins and root bins are read off the weights (input size: 256 unless given).
 Ours: {"format", "model_config": dict, "model": state dict, ...extra} (save_checkpoint); training
 checkpoints with the same "model"/"model_config" entries load too. Keys are cleaned of the prefixes

@@ -1,4 +1,4 @@
-"""InterNet configuration: one frozen, validated dataclass and named presets (SPEC section 4).
+"""InterNet configuration: one frozen, validated dataclass and named presets (docs/conventions.md §5).
 
 The heatmap grid is (D, H, W) with H = W = input_size / 4 (the backbone's stride 32 and three
 stride-2 deconvolutions); only the depth bins D are free. Depth ranges are the original's 400 mm

@@ -1,4 +1,4 @@
-"""Joint coordinates from 3D heatmaps (SPEC section 6): per joint, the argmax of its (D, H, W) volume."""
+"""Joint coordinates from 3D heatmaps (docs/conventions.md §7): per joint, the argmax of its (D, H, W) volume."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,4 @@
-"""InterNet (SPEC section 4): ResNet backbone, two 3D-heatmap branches, root-depth and hand-type MLPs.
+"""InterNet (docs/conventions.md §5): ResNet backbone, two 3D-heatmap branches, root-depth and hand-type MLPs.
 
 Module names follow the original so that `state_dict()` keys equal the original checkpoint's after
 stripping DataParallel's `module.` (backbone_net.resnet.*, pose_net.joint_deconv_1.*, ...).
@@ -53,7 +53,7 @@ class PoseNet(nn.Module):
         self.hand_fc = _mlp(cin, 2)
 
     def reset_parameters(self) -> None:
-        """The original's head initialisation (SPEC section 4)."""
+        """The original's head initialisation (docs/conventions.md §5)."""
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
                 nn.init.normal_(m.weight, std=0.001)

@@ -1,4 +1,4 @@
-"""The original's three losses (SPEC section 5), with a heatmap loss that never builds the target volumes.
+"""The original's three losses (docs/conventions.md §6), with a heatmap loss that never builds the target volumes.
 
 The original renders t = peak * exp(-((x-cx)^2 + (y-cy)^2 + (z-cz)^2) / (2 sigma^2)) for every joint
 (B x 42 x 64^3, 44 MB per sample in float32) and averages v * (p - t)^2 over all B*42*D*H*W elements.
@@ -104,7 +104,7 @@ def _check_same_shape(name: str, *tensors: torch.Tensor) -> None:
 
 class Criterion(nn.Module):
     """forward(outputs of InterNet, batch) -> dict(joint_heatmap, rel_root_depth, hand_type): float32 batch
-    means, named as the original's losses. The training objective is their unweighted sum (SPEC 5)."""
+    means, named as the original's losses. The training objective is their unweighted sum (docs/conventions.md §6)."""
 
     def __init__(self, config: str | ModelConfig | dict = "paper", peak: float = 255.0):
         super().__init__()

@@ -1,7 +1,7 @@
 """The DALI graph: read shard samples, decode, draw the augmentation, warp one patch per sample.
 
 One graph for both devices: `device_id=None` decodes on the CPU, an integer decodes with nvJPEG
-(`mixed`) and warps on that GPU. The random augmentation (SPEC 3.2) is drawn here with `fn.random.*`
+(`mixed`) and warps on that GPU. The random augmentation (docs/conventions.md §3.2) is drawn here with `fn.random.*`
 and returned per sample together with the patch -> image affine, so the batched label transform
 (pipeline/targets.py) uses exactly the matrix the image was warped with (inverted in torch).
 
@@ -29,7 +29,7 @@ IDENTITY_AUG = (0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0)
 WARPS = ("dali", "host")
 ROI_MARGIN = 2  # pixels around the sampled region: the bilinear taps and float rounding
 
-# The original's augmentation constants (SPEC 3.2).
+# The original's augmentation constants (docs/conventions.md §3.2).
 TRANS_FACTOR = 0.15
 SCALE_FACTOR = 0.25
 ROT_FACTOR = 45.0
@@ -49,7 +49,7 @@ def aug_vector(trans=(0.0, 0.0), scale=1.0, rot=0.0, flip=False, color=(1.0, 1.0
 
 
 def _random_aug():
-    """SPEC 3.2, drawn per sample: the original's get_aug_config."""
+    """docs/conventions.md §3.2, drawn per sample: the original's get_aug_config."""
     trans = fn.random.uniform(range=[-TRANS_FACTOR, TRANS_FACTOR], shape=[2])
     scale = dmath.clamp(fn.random.normal(), -1.0, 1.0) * SCALE_FACTOR + 1.0
     do_rot = fn.cast(fn.random.coin_flip(probability=ROT_PROB), dtype=types.FLOAT)

@@ -1,4 +1,4 @@
-"""Training targets from the label vectors, batched in torch on the training device (SPEC 3.3-3.7).
+"""Training targets from the label vectors, batched in torch on the training device (docs/conventions.md §3.3-§3.7).
 
 Input per batch: `lbl` (B, LABEL_SIZE) as stored in the shards, `affine` (B, 2, 3) the image -> patch
 matrix the image was warped with (flip folded in, pixel centres at integers; the inverse of the

@@ -1,11 +1,11 @@
-"""Camera and crop geometry of SPEC sections 2-3, in plain numpy (vectorised over leading axes).
+"""Camera and crop geometry of docs/conventions.md §2-§3, in plain numpy (vectorised over leading axes).
 
 These are the conventions every stage shares: the readers use them to build records, the
 pipeline's exactness test and the evaluation's back-projection use the same functions.
 """
 import numpy as np
 
-BBOX_SCALE = 1.25  # SPEC 3.1
+BBOX_SCALE = 1.25  # docs/conventions.md §3.1
 # The depth range of the output space around each hand's root, and of the relative root depth (the
 # original's bbox_3d_size and bbox_3d_size_root): bins <-> mm. model.ModelConfig's defaults.
 DEPTH_RANGE_MM = 400.0
@@ -40,7 +40,7 @@ def pixel2cam(x_img, focal, princpt):
 
 
 def process_bbox(bbox, aspect_ratio: float = 1.0, scale: float = BBOX_SCALE):
-    """SPEC 3.1: grow the shorter side to `aspect_ratio` (w/h), then scale both by `scale` about
+    """docs/conventions.md §3.1: grow the shorter side to `aspect_ratio` (w/h), then scale both by `scale` about
     the centre. bbox (..., 4) [x, y, w, h] -> same shape, float32."""
     b = np.asarray(bbox, dtype=np.float64)
     w, h = b[..., 2], b[..., 3]
@@ -53,7 +53,7 @@ def process_bbox(bbox, aspect_ratio: float = 1.0, scale: float = BBOX_SCALE):
 
 
 def patch_affine(center, size, scale, rot_deg, out_size, inverse=False):
-    """The 2x3 affine of SPEC 3.3 (the original's gen_trans_from_patch_cv), vectorised.
+    """The 2x3 affine of docs/conventions.md §3.3 (the original's gen_trans_from_patch_cv), vectorised.
 
     center (..., 2) bbox centre in image pixels (already shifted / flipped), size (..., 2) bbox
     [w, h], scale (...,), rot_deg (...,), out_size (W, H) of the patch. Maps image -> patch, or

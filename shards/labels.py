@@ -13,9 +13,9 @@ FIELDS = (
     ("joint_img", (NUM_JOINTS, 3)),  # u, v in image pixels; Z camera depth in mm
     ("joint_cam", (NUM_JOINTS, 3)),  # camera space mm
     ("joint_valid", (NUM_JOINTS,)),  # 0/1, root rule applied
-    ("bbox", (4,)),  # processed GT bbox [x, y, w, h] (SPEC 3.1)
+    ("bbox", (4,)),  # processed GT bbox [x, y, w, h] (docs/conventions.md §3.1)
     ("rootnet_bbox", (4,)),  # RootNet bbox (already processed); = bbox when has_rootnet is 0
-    ("hand_type", (2,)),  # [right, left] (SPEC 3.7)
+    ("hand_type", (2,)),  # [right, left] (docs/conventions.md §3.7)
     ("hand_type_valid", (1,)),
     ("abs_depth", (2,)),  # GT root depth [right, left] mm
     ("rootnet_abs_depth", (2,)),  # RootNet root depth [right, left]; = abs_depth when has_rootnet is 0

@@ -7,7 +7,7 @@ compact numpy arrays (no per-annotation Python objects), then build records on d
     data.records(rows)       # list of record dicts (see the common record definition); raises AnnotationError
     for rec in iter_records("rhd", "/data/RHD/data", "test"): ...   # every record, strict by default
 
-Records follow SPEC sections 2-3: joint_cam = R (X_world - campos) (or the inline joint_cam),
+Records follow docs/conventions.md §2-§3: joint_cam = R (X_world - campos) (or the inline joint_cam),
 joint_img = its projection (or the inline joint_img), joint_valid with the root rule, bbox =
 process_bbox(bbox_raw), abs_depth = joint_cam[[20, 41], 2], hand_type_vec from the hand type.
 """
@@ -19,6 +19,7 @@ import numpy as np
 
 from . import geometry, skeleton
 from .jsonstream import stream_items, stream_kvitems
+from .rootnet import find_rootnet, load_rootnet
 from .sources import Source, get_source
 
 HT_CODE = {h: i for i, h in enumerate(skeleton.HAND_TYPES)}
@@ -82,9 +83,11 @@ class SplitData:
         if source.world:
             self._load_cameras()
             self._load_frames()
-        self.rootnet_file = self._find_rootnet(rootnet)
+        self.rootnet_file = find_rootnet(rootnet, self.root, source.rootnet_file.get(split, ()), fps)
         if self.rootnet_file:
-            self._load_rootnet()
+            self.rootnet_bbox, self.rootnet_depth, missing = load_rootnet(self.rootnet_file, self.annot_id, _floats)
+            for r, reason in missing.items():
+                self.problems.setdefault(r, reason)
 
     # ---- parsing -------------------------------------------------------------------------
     def _load_images(self, progress):
@@ -164,7 +167,7 @@ class SplitData:
                 image_id = int(ann["image_id"])
                 field = "bbox"
                 row_bbox = _floats(ann["bbox"], (4,), "bbox")
-                if max(row_bbox[2], row_bbox[3]) <= 0:  # one side > 0 is fine: SPEC 3.1 grows the other
+                if max(row_bbox[2], row_bbox[3]) <= 0:  # one side > 0 is fine: docs/conventions.md §3.1 grows the other
                     raise ValueError(f"bbox {row_bbox.tolist()} has no extent")
                 field = "hand_type"
                 h = ann["hand_type"]
@@ -310,40 +313,6 @@ class SplitData:
             if int(r) not in self.problems:
                 self.problems[int(r)] = f"annotation {self.annot_id[r]}: {what}: {reason(int(self.ann_img[r]))}"
 
-    def _find_rootnet(self, rootnet):
-        if rootnet in (None, "", "none"):
-            return None
-        if rootnet != "auto":
-            if not os.path.isfile(rootnet):
-                raise FileNotFoundError(f"RootNet file {rootnet} does not exist")
-            return os.path.abspath(rootnet)
-        fps = "_30fps" if self.fps == 30 else ""
-        for t in self.source.rootnet_file.get(self.split, ()):
-            p = os.path.normpath(os.path.join(self.root, t.format(fps=fps)))
-            if os.path.isfile(p):
-                return p
-        return None
-
-    def _load_rootnet(self):
-        n, path = len(self.annot_id), self.rootnet_file
-        self.rootnet_bbox = np.full((n, 4), np.nan, np.float32)
-        self.rootnet_depth = np.full((n, 2), np.nan, np.float32)
-        order = np.argsort(self.annot_id)
-        for i, e in enumerate(stream_items(path, "item")):
-            try:
-                aid = int(e["annot_id"])
-                b = _floats(e["bbox"], (4,), "bbox")
-                d = np.asarray(e["abs_depth"], dtype=np.float64).reshape(-1)
-                d = _floats(np.repeat(d, 2) if d.size == 1 else d, (2,), "abs_depth")
-            except (KeyError, TypeError, ValueError) as err:
-                raise ValueError(f"{path}: entry {i}: {err}") from None
-            p = np.searchsorted(self.annot_id[order], aid)
-            if p < n and self.annot_id[order][p] == aid:
-                self.rootnet_bbox[order[p]], self.rootnet_depth[order[p]] = b, d
-        base = os.path.basename(path)
-        for r in np.flatnonzero(np.isnan(self.rootnet_bbox[:, 0])):
-            self.problems.setdefault(int(r), f"{base}: no RootNet entry for annotation {self.annot_id[r]}")
-
     # ---- records -------------------------------------------------------------------------
     def __len__(self):
         return len(self.annot_id)
@@ -374,7 +343,7 @@ class SplitData:
             focal, princpt = self.img_cam_param[img, :2], self.img_cam_param[img, 2:]
         jc, ji = jc.astype(np.float32), ji.astype(np.float32)
         jv = self.joint_valid[rows].astype(np.float32)
-        jv[:, skeleton.RIGHT] *= jv[:, skeleton.ROOT["right"], None]  # root rule (SPEC 2)
+        jv[:, skeleton.RIGHT] *= jv[:, skeleton.ROOT["right"], None]  # root rule (docs/conventions.md §2)
         jv[:, skeleton.LEFT] *= jv[:, skeleton.ROOT["left"], None]
         bbox = geometry.process_bbox(self.bbox_raw[rows])
         abs_depth = jc[:, [skeleton.ROOT["right"], skeleton.ROOT["left"]], 2]

@@ -1,4 +1,4 @@
-"""Joint layout of InterHand2.6M (SPEC section 2): 42 joints, right hand 0-20, left 21-41.
+"""Joint layout of InterHand2.6M (docs/conventions.md §2): 42 joints, right hand 0-20, left 21-41.
 
 Within a hand: thumb tip..base (0-3), index (4-7), middle (8-11), ring (12-15), pinky (16-19),
 wrist (20). The wrist is the root of its hand.
@@ -11,7 +11,7 @@ ROOT = {"right": 20, "left": 41}
 RIGHT = np.arange(0, 21)
 LEFT = np.arange(21, 42)
 HAND_TYPES = ("right", "left", "interacting")
-# Hand type target vector (SPEC 3.7): [right present, left present].
+# Hand type target vector (docs/conventions.md §3.7): [right present, left present].
 HAND_TYPE_VEC = {"right": (1.0, 0.0), "left": (0.0, 1.0), "interacting": (1.0, 1.0)}
 
 _FINGERS = ("thumb", "index", "middle", "ring", "pinky")

@@ -8,14 +8,14 @@ and its hand-type rule. Paths are templates relative to the data set root, fille
 
 Layouts follow the original repository's data/{InterHand2.6M,RHD,STB}/dataset.py:
 - InterHand2.6M root: images/{split}/..., annotations/{split}/InterHand2.6M_{split}_*.json,
-  rootnet_output/rootnet_interhand2.6m_output_{split}[_30fps].json (SPEC section 1).
+  rootnet_output/rootnet_interhand2.6m_output_{split}[_30fps].json (docs/conventions.md §1).
 - RHD root (the original's data/RHD/data): RHD_training.json / RHD_evaluation.json,
   images in training/color/ and evaluation/color/; RootNet in ../rootnet_output/rootnet_rhd_output.json.
 - STB root (the original's data/STB/data): STB_train.json / STB_test.json, images in
   images/<seq_name>/; RootNet in ../rootnet_output/rootnet_stb_output.json.
 RHD and STB hands have their wrist first (native index 0), then per finger thumb, index,
 middle, ring, pinky from tip to base; ours put the four finger joints first and the wrist at
-20 (SPEC section 2), hence PERM_WRIST_FIRST.
+20 (docs/conventions.md §2), hence PERM_WRIST_FIRST.
 """
 from dataclasses import dataclass, field
 

@@ -1,4 +1,4 @@
-"""Metrics and output-space conversion (SPEC 6) against hand-checked numbers and a plain loop reference."""
+"""Metrics and output-space conversion (docs/conventions.md §7) against hand-checked numbers and a plain loop reference."""
 import math
 
 import numpy as np
@@ -146,7 +146,7 @@ def test_vectorised_equals_loop_reference(rootnet):
 
 
 def _perfect_bins(recs):
-    """GT -> InterNet output space through the forward crop (SPEC 3.3-3.6), written out plainly."""
+    """GT -> InterNet output space through the forward crop (docs/conventions.md §3.3-§3.6), written out plainly."""
     jc, rel = np.zeros((len(recs), 42, 3)), np.zeros(len(recs))
     for n, r in enumerate(recs):
         x0, y0, bw, bh = r["bbox"].astype(float)

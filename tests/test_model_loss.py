@@ -1,4 +1,4 @@
-"""Criterion (SPEC section 5): the heatmap loss without target volumes equals the original's
+"""Criterion (docs/conventions.md §6): the heatmap loss without target volumes equals the original's
 materialised formula (value and gradient); root-depth L1 and hand-type BCE as the original."""
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""The pipeline against an independent reference of SPEC section 3 (numpy, the original's order of
+"""The pipeline against an independent reference of docs/conventions.md §3 (numpy, the original's order of
 operations: mirror the image, warp with OpenCV's pixel-centre convention, transform the joints).
 Both warps are checked on the CPU: 'host' (the CPU path, OpenCV in the loader) and 'dali' (the GPU
 path's in-graph warp, run on the CPU here).
@@ -55,7 +55,7 @@ def bilinear_warp(img, inv, size, clamp=False):
 
 
 def reference(rec, img, aug, use_rootnet=False, clamp=False):
-    """SPEC 3.1-3.7 for one sample, step by step as the original's augmentation does it."""
+    """docs/conventions.md §3.1-§3.7 for one sample, step by step as the original's augmentation does it."""
     tx, ty, scale, rot, flip = aug[:5]
     color = np.asarray(aug[5:8])
     x, y, w, h = (rec["rootnet_bbox"] if use_rootnet else rec["bbox"]).astype(np.float64)

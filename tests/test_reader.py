@@ -1,5 +1,5 @@
 """Readers (shards.reader + shards.sources): records checked against a plain, independent
-implementation of SPEC sections 2-3 written here; bad input gives errors naming file/annotation/field.
+implementation of docs/conventions.md §2-§3 written here; bad input gives errors naming file/annotation/field.
 
 Fixture writers (write_interhand, write_inline) are shared with tests/test_shards.py.
 """
@@ -107,7 +107,7 @@ def write_inline(root, fmt, split="test", n=6, seed=0):
     return data
 
 
-# ---- the plain reference (SPEC 2-3), one annotation at a time, no numpy broadcasting tricks ----
+# ---- the plain reference (docs/conventions.md §2-§3), one annotation at a time, no numpy broadcasting tricks ----
 def ref_bbox(b):
     x, y, w, h = b
     cx, cy = x + w / 2, y + h / 2
@@ -164,7 +164,7 @@ def assert_matches(rec, ref):
 
 def test_interhand_records_match_reference(tmp_path):
     data, cameras, joints, rn = write_interhand(tmp_path)
-    data["annotations"][1]["bbox"][2] = 0.0  # zero width: SPEC 3.1 still gives a square box
+    data["annotations"][1]["bbox"][2] = 0.0  # zero width: docs/conventions.md §3.1 still gives a square box
     _dump(os.path.join(tmp_path, "annotations", "val", "InterHand2.6M_val_data.json"), data)
     recs = list(iter_records("interhand", str(tmp_path), "val"))
     assert [r["annot_id"] for r in recs] == [a["id"] for a in data["annotations"]]

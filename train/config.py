@@ -1,6 +1,6 @@
 """Training configuration: one frozen, validated dataclass; presets; `--key=value` overrides.
 
-The paper's defaults (SPEC section 5): Adam, lr 1e-4 divided by 10 at epochs 15 and 17, 20 epochs,
+The paper's defaults (docs/conventions.md §6): Adam, lr 1e-4 divided by 10 at epochs 15 and 17, 20 epochs,
 16 images per GPU. RHD and STB: 50 epochs, decay at 45 and 47.
 """
 from __future__ import annotations

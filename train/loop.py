@@ -68,6 +68,30 @@ def autocast_for(cfg: TrainConfig, device: torch.device):
     return nullcontext()
 
 
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    # fused: one kernel for all parameters (CPU and CUDA), ~3x faster than the per-tensor loop.
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=device.type in ("cpu", "cuda"))
+
+
+def make_train_step(cfg: TrainConfig, device: torch.device, fwd, criterion, optimizer):
+    """-> step(batch) -> the named losses of that batch (on the device, not synchronised): one
+    optimiser step as the trainer takes it (benchmarks/train.py times this same function)."""
+    def step(batch: dict) -> dict:
+        images = batch["images"]
+        if cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast_for(cfg, device):
+            out = fwd(images)
+        losses = criterion(out, batch)  # float32 math inside the criterion
+        total = sum(losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        return losses
+
+    return step
+
+
 def _per_rank(value, d: Dist, what: str):
     """This rank's entry of a per-rank checkpoint list (a plain value: one-process checkpoints)."""
     if not isinstance(value, list):
@@ -84,8 +108,7 @@ def train(cfg: TrainConfig, d: Dist, model: torch.nn.Module, criterion, train_lo
     every `val_every` epochs. Returns the final position, the last logged losses and a digest of the
     weights (`weights_sha256`, equal on every rank when the replicas are in sync)."""
     raw_model = model
-    # fused: one kernel for all parameters (CPU and CUDA), ~3x faster than the per-tensor loop.
-    optimizer = torch.optim.Adam(raw_model.parameters(), lr=cfg.lr, fused=d.device.type in ("cpu", "cuda"))
+    optimizer = build_optimizer(raw_model, cfg, d.device)
     step, epoch, step_in_epoch = 0, 0, 0
     state = ckpt.load_latest(run_dir, warn=lambda m: print0(d, "warning: " + m)) if cfg.resume else None
     if state is not None:
@@ -103,6 +126,7 @@ def train(cfg: TrainConfig, d: Dist, model: torch.nn.Module, criterion, train_lo
     fwd = torch.compile(raw_model) if cfg.compile else raw_model
     if d.world_size > 1:  # DDP after compile (as nanoGPT); buckets follow the compiled graph
         fwd = DDP(fwd, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+    train_step = make_train_step(cfg, d.device, fwd, criterion, optimizer)
     log = MetricsLog(run_dir, d.is_main, resume_step=step)
     saved_at = -1
 
@@ -140,19 +164,10 @@ def train(cfg: TrainConfig, d: Dist, model: torch.nn.Module, criterion, train_lo
                 raise RuntimeError(f"the training loader of {getattr(train_loader, 'split_dir', '?')} ended after "
                                    f"{step_in_epoch} of its {steps_per_epoch} batches (epoch {epoch + 1})") from None
             wait += time.perf_counter() - t0
-            images = batch["images"]
-            if cfg.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with autocast_for(cfg, d.device):
-                out = fwd(images)
-            losses = criterion(out, batch)  # float32 math inside the criterion
-            total = sum(losses.values())
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            optimizer.step()
+            losses = train_step(batch)
             step += 1
             step_in_epoch += 1
-            imgs += images.shape[0]
+            imgs += batch["images"].shape[0]
             vals = torch.stack([v.detach().float() for v in losses.values()])
             sums = vals if sums is None else sums + vals
             n_acc += 1

@@ -45,11 +45,12 @@ def seed_everything(cfg: TrainConfig, rank: int) -> None:
     random.seed(cfg.seed + rank)
     np.random.seed(cfg.seed + rank)
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
+    # cuDNN picks the fastest convolution algorithms for the fixed input size (benchmarks/train.py the same).
+    torch.backends.cudnn.benchmark = not cfg.deterministic
     if cfg.deterministic:
         import os
 
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS (read lazily)
-        torch.backends.cudnn.benchmark = False
         torch.use_deterministic_algorithms(True)
 
 
