@@ -103,8 +103,9 @@ def run(model, config, image: np.ndarray, bbox=None, device="cpu", focal=None, p
         finite = all(bool(torch.isfinite(v).all()) for v in out.values())
     if not finite:
         raise DemoError("the model's outputs are not finite (NaN/inf in the checkpoint's weights?)")
-    img = convert.bins_to_image(bins, inv[None], config.input_size, config.heatmap_size)[0]  # u, v, z_rel own root
-    rel_mm = float(convert.rel_root_to_mm(rel_bins, config.root_bins)[0])
+    img = convert.bins_to_image(bins, inv[None], config.input_size, config.heatmap_size,
+                                config.depth_range_mm)[0]  # u, v, z_rel own root
+    rel_mm = float(convert.rel_root_to_mm(rel_bins, config.root_bins, config.root_depth_range_mm)[0])
     f = np.full(2, DEFAULT_FOCAL) if focal is None else np.asarray(focal, dtype=np.float64)
     c = np.array([w / 2.0, h / 2.0]) if princpt is None else np.asarray(princpt, dtype=np.float64)
     given = "--root-depth" if root_depth is not None else "the right root depth estimated from the bbox,"

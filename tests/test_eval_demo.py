@@ -71,9 +71,9 @@ def test_demo_crop_matches_plain_indexing():
 
 def test_demo_with_bbox_writes_every_output(tmp_path, capsys, demo_ckpts, grey_jpg):
     out = tmp_path / "out"
-    code, stdout, err = run_cli(capsys, ["--checkpoint", demo_ckpts["plain"], "--image", grey_jpg, "--out", str(out),
-                                         "--bbox", "10", "5", "30", "40"])
-    assert code == 0, err
+    res = demo_main(["--checkpoint", demo_ckpts["plain"], "--image", grey_jpg, "--out", str(out),
+                     "--bbox", "10", "5", "30", "40"])
+    stdout, err = capsys.readouterr()
     assert sorted(os.listdir(out)) == sorted(demo_mod.OUTPUTS)  # and no temporary folder left behind
     for name in demo_mod.OUTPUTS:
         assert stat.S_IMODE((out / name).stat().st_mode) == 0o644, name
@@ -83,7 +83,10 @@ def test_demo_with_bbox_writes_every_output(tmp_path, capsys, demo_ckpts, grey_j
     # SPEC 3.1 once: the shorter side grown to square (40 x 40 about the centre), then x1.25.
     np.testing.assert_allclose(doc["bbox_processed"], [0, 0, 50, 50], atol=1e-4)  # centre (25, 25)
     assert len(doc["joints"]) == 42 and doc["joints"][20]["name"] == "r_wrist"
+    assert doc["hand_presence"]["right"] == bool(res["hand_prob"][0] > 0.5)
     assert [j["present"] for j in doc["joints"]][:21] == [doc["hand_presence"]["right"]] * 21
+    assert doc["rel_root_depth_mm"] == pytest.approx(res["rel_root_depth_mm"])
+    np.testing.assert_allclose([j["xyz_rel_right_root_mm"] for j in doc["joints"]], res["joint_cam_rel"])
     np.testing.assert_allclose(doc["joints"][20]["xyz_rel_right_root_mm"], 0, atol=1e-9)
     # The default root depth: a 300 mm square spans the processed bbox at focal 1500.
     assert doc["assumed"]["right_root_depth_mm"] == pytest.approx(1500 * 300 / 50)

@@ -1,17 +1,14 @@
-"""`python -m eval --checkpoint` through the real pipeline and model, predict() under DDP, and the demo."""
-import json
+"""`python -m eval --checkpoint` through the real pipeline and model, and predict() under DDP (the
+single-image demo: tests/test_eval_demo.py, tests/test_eval_demo_detect.py)."""
 import os
 
 import numpy as np
 import pytest
-import simplejpeg
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from eval.__main__ import main
-from eval.demo import crop
-from eval.demo import main as demo_main
 from eval.predict import predict, unique_rows
 from model.config import get_config
 
@@ -110,30 +107,3 @@ def test_unique_rows_without_ddp():
     r = unique_rows({"annot_id": np.array([4, 2, 4]), "x": np.array([1.0, 2.0, 3.0])})
     np.testing.assert_array_equal(r["annot_id"], [2, 4])
     np.testing.assert_array_equal(r["x"], [2.0, 1.0])
-
-
-def test_demo_crop_matches_plain_indexing():
-    # A bbox of the patch's size at integer offset: the unscaled crop is a plain sub-array
-    # (OpenCV pixel centres at integers).
-    rng = np.random.default_rng(0)
-    img = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
-    patch, inv = crop(img, [7.0, 5.0, 16.0, 16.0], 16)
-    np.testing.assert_allclose(patch[0].permute(1, 2, 0).numpy() * 255, img[5:21, 7:23], atol=1e-3)
-    np.testing.assert_allclose(inv, [[1, 0, 7], [0, 1, 5]], atol=1e-12)
-
-
-def test_demo_writes_pictures_and_json(tmp_path, tiny):
-    ckpt = tiny[0]
-    img_path = tmp_path / "in.jpg"
-    img_path.write_bytes(simplejpeg.encode_jpeg(np.full((60, 80, 3), 128, np.uint8)))
-    for extra, name in (([], "whole"), (["--bbox", "10", "5", "30", "40"], "box")):
-        out = tmp_path / name
-        res = demo_main(["--checkpoint", ckpt, "--image", str(img_path), "--out", str(out), *extra])
-        doc = json.loads((out / "result.json").read_text())
-        assert len(doc["joints"]) == 42 and doc["joints"][20]["name"] == "r_wrist"
-        assert doc["hand_presence"]["right"] == bool(res["hand_prob"][0] > 0.5)
-        assert [j["present"] for j in doc["joints"]][:21] == [doc["hand_presence"]["right"]] * 21
-        np.testing.assert_allclose(doc["joints"][20]["xyz_rel_right_root_mm"], 0, atol=1e-9)
-        assert doc["rel_root_depth_mm"] == pytest.approx(res["rel_root_depth_mm"])
-        assert (out / "result_2d.png").stat().st_size > 500 and (out / "result_3d.png").stat().st_size > 500
-    assert doc["bbox_processed"][2] == pytest.approx(40 * 1.25)  # the shorter side grown, then x1.25
