@@ -7,8 +7,8 @@
 Without --bbox the hands are found by MediaPipe's hand detector (the optional extra `.[detect]`; see
 eval.detect) and the bbox is the one InterHand2.6M's annotations would give them: the tight box of the
 detected keypoints of all hands found, x1.2 about its centre. No hand found: an error naming the image.
---bbox X Y W H (image pixels) replaces the detector. Either bbox is then processed as SPEC 3.1 (aspect
-ratio, x1.25) and cropped without augmentation; the model's joints go back to image pixels through the
+--bbox X Y W H (image pixels) replaces the detector. Either bbox is then processed (docs/conventions.md
+§3.1: aspect ratio, x1.25) and cropped without augmentation; the model's joints go back to image pixels through the
 inverse crop, depths to mm relative to each hand's root, and the left hand is placed at the predicted
 relative root depth (right root depth 0), as the original. Camera-space mm additionally need intrinsics
 and the right root's depth, which a single image does not give: they are assumptions (--focal, default

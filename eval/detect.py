@@ -10,7 +10,8 @@ clipped to the image (checked on four released annotations, single and two-hand:
 projected valid joints x 1.2 reproduces the stored bbox to 1e-4 px). MediaPipe's 21 landmarks are the same anatomical points as
 InterHand2.6M's 21 joints per hand (wrist, the thumb's CMC, MCP, IP and tip, and each finger's MCP,
 PIP, DIP and tip), so their tight box is the joints' tight box. The model's own bbox processing
-(SPEC 3.1: aspect ratio, then x1.25) is applied afterwards by eval.demo.run, as to any annotation bbox.
+(docs/conventions.md §3.1: aspect ratio, then x1.25) is applied afterwards by eval.demo.run, as to any
+annotation bbox.
 """
 from __future__ import annotations
 
