@@ -39,6 +39,7 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=32, help="--checkpoint: images per batch per rank")
     p.add_argument("--device", default=None, help="--checkpoint: cpu or cuda (default: cuda when available)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", help="a traceback instead of the one-line error")
     a = p.parse_args(argv)
     if a.pictures < 0:
         p.error("--pictures must be >= 0")
@@ -132,9 +133,21 @@ def main(argv=None):
     return report(preds, args.shards, args.split, args.out, source=path, **common)
 
 
-if __name__ == "__main__":
+def cli(argv=None) -> int:
+    """main() with every failure as one line naming what is wrong (exit 2); --debug: the traceback."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
     try:
-        main()
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        main([a for a in argv if a != "--debug"])
+    except (ValueError, OSError, RuntimeError, KeyError) as e:  # DataError is a RuntimeError
+        if debug:
+            raise
+        text = str(e) if not isinstance(e, KeyError) else f"missing key {e}"
+        print(f"python -m eval: error: {text}" + ("" if isinstance(e, ValueError) else " (--debug for the traceback)"),
+              file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

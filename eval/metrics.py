@@ -48,9 +48,13 @@ def joint_errors(pred_cam, gt_cam, chunk: int = 2048, transposed: bool = False) 
     n = len(gt_cam)
     err = np.empty((NUM_JOINTS, n) if transposed else (n, NUM_JOINTS))
     for s in range(0, n, chunk):
-        # (pred - pred_root) - (gt - gt_root), as (pred - gt) - its root: two passes instead of five.
-        d = np.subtract(pred_cam[s:s + chunk], gt_cam[s:s + chunk], dtype=np.float64).reshape(-1, 2, 21, 3)
-        d -= d[:, :, 20:21].copy()
+        # (pred - pred_root) - (gt - gt_root) in float64, each hand root-aligned first: subtracting the
+        # GT before the roots would lose every digit of the GT under a far-off prediction (1e18 mm).
+        p = np.asarray(pred_cam[s:s + chunk], dtype=np.float64).reshape(-1, 2, 21, 3)
+        g = np.asarray(gt_cam[s:s + chunk], dtype=np.float64).reshape(-1, 2, 21, 3)
+        d = p - p[:, :, 20:21]
+        d -= g
+        d += g[:, :, 20:21]
         d *= d
         e = np.sqrt(d[..., 0] + d[..., 1] + d[..., 2]).reshape(-1, NUM_JOINTS)
         if transposed:

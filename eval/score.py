@@ -11,6 +11,8 @@ checkpoint path stores the pipeline's); when present it must match the crop used
 RootNet's with --rootnet) within INV_TRANS_TOL pixels.
 Form (b), camera space: annot_id, joint_cam (N, 42, 3) mm, hand_type (N, 2).
 """
+import zipfile
+
 import numpy as np
 
 from shards.geometry import DEPTH_RANGE_MM, cam2pixel
@@ -22,6 +24,7 @@ from .metrics import compute_metrics, sample_mpjpe
 
 DEFAULT_INPUT_SIZE = 256
 DEFAULT_HEATMAP_SIZE = 64
+BIN_MARGIN = 10  # form (a) bins may lie this many heatmap sizes outside the heatmap (soft-argmax heads)
 INV_TRANS_TOL = 0.05  # pixels (the pipeline's float32 affine agrees to ~1e-4)
 
 
@@ -35,8 +38,17 @@ def _pick_size(npz_value, flag_value, default, n, name, source):
 
 def load_predictions(path: str, input_size=None, heatmap_size=None) -> dict:
     """Read and validate a predictions .npz -> dict with 'form' ('a' or 'b') and its arrays."""
-    with np.load(path, allow_pickle=False) as z:
-        data = {k: z[k] for k in z.files}
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path}: not a readable predictions .npz ({type(e).__name__}: {e})") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path}: a single array ({type(z).__name__}), not a predictions .npz of named fields")
+    try:
+        with z:
+            data = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path}: a field does not read ({type(e).__name__}: {e})") from None
     return check_predictions(data, path, input_size, heatmap_size)
 
 
@@ -63,6 +75,8 @@ def check_predictions(data: dict, source: str = "predictions", input_size=None, 
         if not np.all(np.isfinite(a)):
             raise ValueError(f"{source}: field {k!r} has non-finite values at rows "
                              f"{np.flatnonzero(~np.isfinite(a).reshape(n, -1).all(1))[:5].tolist()}")
+    ht = shapes["hand_type"][0]
+    _check_range(ht, 0.0, 1.0, "hand_type", "probabilities in [0, 1]", source)
     out = {"form": "a" if has_a else "b", "annot_id": np.asarray(data["annot_id"]).reshape(-1)}
     out.update({k: a for k, (a, _) in shapes.items()})
     if has_a:
@@ -76,7 +90,24 @@ def check_predictions(data: dict, source: str = "predictions", input_size=None, 
             if v.size != 1 or not np.isfinite(v[0]) or v[0] <= 0:
                 raise ValueError(f"{source}: field {k!r} must be one positive number (mm), got {v.tolist()}")
             out[k] = float(v[0])
+        # Heatmap bins far outside the heatmap are no heatmap prediction (and 1e18 would reach the
+        # metrics as a perfect score in float32 arithmetic): refuse them, naming rows.
+        d, h, w = out["heatmap_size"]
+        for axis, size in enumerate((w, h, d)):
+            _check_range(out["joint_coord"][..., axis], -BIN_MARGIN * size, (1 + BIN_MARGIN) * size, "joint_coord",
+                         f"{'xyz'[axis]} bins within {BIN_MARGIN} heatmap sizes of the {size}-bin heatmap", source)
+        rb = out["root_bins"]
+        _check_range(out["rel_root_depth"], -BIN_MARGIN * rb, (1 + BIN_MARGIN) * rb, "rel_root_depth",
+                     f"bins within {BIN_MARGIN} ranges of the {rb} root bins", source)
     return out
+
+
+def _check_range(a, lo, hi, field, what, source):
+    bad = (a < lo) | (a > hi)
+    if bad.any():
+        rows = np.flatnonzero(bad.reshape(len(a), -1).any(1))
+        raise ValueError(f"{source}: field {field!r} must hold {what}; {rows.size} rows do not, e.g. rows "
+                         f"{rows[:5].tolist()} (value {a[rows[0]].reshape(-1)[bad[rows[0]].reshape(-1)][0]:.6g})")
 
 
 def score(pred: dict, gt: dict, rootnet: bool = False, source: str = "predictions") -> dict:

@@ -43,6 +43,7 @@ def build_parser():
     p.add_argument("--strict", action="store_true", help="stop on the first unusable annotation or image")
     p.add_argument("--verify", choices=VERIFY, default="full", help="image check: full decode, header, none")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", help="a traceback instead of the one-line error")
     return p
 
 
@@ -79,5 +80,20 @@ def main(argv=None):
         print(summary(split, man), flush=True)
 
 
+def cli(argv=None) -> int:
+    """main() with every failure as one line naming what is wrong (exit 2); --debug: the traceback."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    try:
+        main([a for a in argv if a != "--debug"])
+    except (ValueError, OSError, RuntimeError, KeyError) as e:  # AnnotationError is a ValueError
+        if debug:
+            raise
+        print(f"python -m shards: error: {e}" + ("" if isinstance(e, ValueError) else
+                                                  f" ({type(e).__name__}; --debug for the traceback)"), file=sys.stderr)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

@@ -65,7 +65,7 @@ def test_corrupt_shard_mid_epoch_is_named(shards, tmp_path):
     bad = sorted((root / "train").glob("*.tar"))[1]
     member = _garble_one_jpeg(bad, bad.with_suffix(".idx"))
     with pytest.raises(RuntimeError) as err:
-        main([f"--shards={root}", f"--out={tmp_path / 'run'}", *FAST, "--epochs=1", "--val_every=0"])
+        main([f"--shards={root}", f"--out={tmp_path / 'run'}", *FAST, "--epochs=1", "--val_every=0", "--debug"])
     msg = str(err.value)
     assert f"corrupt shard {bad}: member {member}" in msg and "does not decode" in msg
     assert "reading " + str(root / "train") in msg and "at batch 4 of 4 (epoch 1" in msg and "DALI said: nvidia.dali.fn." in msg

@@ -32,9 +32,12 @@ def weights_digest(model) -> str:
 
 
 def rng_state() -> dict:
+    """Every random generator's state in types torch.load(weights_only=True) reads back (tensors,
+    numbers, strings, tuples): a checkpoint must not need the unpickler that can run code."""
+    key, keys, pos, has_gauss, gauss = np.random.get_state()
     return {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": (key, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)),
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
@@ -42,14 +45,28 @@ def rng_state() -> dict:
 
 def set_rng_state(s: dict) -> None:
     random.setstate(s["python"])
-    np.random.set_state(s["numpy"])
+    key, keys, pos, has_gauss, gauss = s["numpy"]
+    np.random.set_state((key, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(s["torch"])
     if s.get("cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(s["cuda"])
 
 
+def check_finite(state: dict) -> None:
+    """A model or optimiser state with NaN/inf is never saved: it would be resumed from."""
+    for part in ("model", "optimizer"):
+        tensors = state[part].values() if part == "model" else [
+            t for s in state[part]["state"].values() for t in s.values() if isinstance(t, torch.Tensor)]
+        for i, t in enumerate(tensors):
+            if t.is_floating_point() and not torch.isfinite(t).all():
+                name = list(state[part])[i] if part == "model" else f"optimizer state tensor {i}"
+                raise FloatingPointError(f"not saving the checkpoint of step {state['step']}: {part} holds non-finite "
+                                         f"values ({name}); the last good checkpoint stays the newest")
+
+
 def save(run_dir, state: dict, keep: int = 2) -> Path:
-    """Write state as checkpoints/step_<step>.pt; keep the newest `keep` files."""
+    """Write state as checkpoints/step_<step>.pt; keep the newest `keep` files. Refuses non-finite weights."""
+    check_finite(state)
     ckdir = Path(run_dir) / "checkpoints"
     path = ckdir / f"step_{state['step']:08d}.pt"
     for tmp in ckdir.glob(".step_*.tmp") if ckdir.is_dir() else ():  # left by a kill during a write
@@ -77,8 +94,8 @@ def load_latest(run_dir, warn=print) -> dict | None:
     errors = []
     for path in reversed(list_checkpoints(run_dir)):
         try:
-            # Our own files: they hold RNG states and numpy arrays, so not weights_only.
-            state = torch.load(path, map_location="cpu", weights_only=False)
+            # weights_only: a checkpoint file can hold tensors and plain values, never code to run.
+            state = torch.load(path, map_location="cpu", weights_only=True)
             if not isinstance(state, dict) or "step" not in state:
                 raise ValueError("not a training checkpoint (no 'step')")
             if errors and warn is not None:

@@ -40,6 +40,7 @@ class TrainConfig:
     num_threads: int = 0  # DALI threads (0: cores / processes)
     backbone_weights: str = ""  # local torchvision ResNet state dict for ImageNet init
     resume: bool = False
+    allow_schedule_change: bool = False  # --resume with other epochs / lr / decay / max_steps than the run's
 
     def __post_init__(self):
         if not isinstance(self.model, ModelConfig):  # a preset name or a dict (config.json)
@@ -156,6 +157,39 @@ def build_config(argv: list[str]) -> TrainConfig:
         else:
             values[key] = _coerce(key, val, current)
     return TrainConfig(**values)
+
+
+# What --resume compares with the run's config.json: these must match (another model or other data
+# cannot continue the run's weights and reader state) ...
+RESUME_MUST_MATCH = ("model", "shards", "train_split", "val_split", "batch_size", "seed")
+# ... and these may change only with --allow_schedule_change.
+RESUME_SCHEDULE = ("epochs", "lr", "lr_decay_epochs", "lr_decay_factor", "max_steps")
+
+
+def check_resume(cfg: TrainConfig, saved_path) -> None:
+    """--resume: compare cfg with the run's saved config.json; ValueError listing every difference
+    that is not allowed (nothing is written before this passes)."""
+    from pathlib import Path
+
+    path = Path(saved_path)
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--resume: cannot read the run's config {path}: {e}") from None
+    now = cfg.to_dict()
+    diffs = []
+    keys = RESUME_MUST_MATCH + (() if cfg.allow_schedule_change else RESUME_SCHEDULE)
+    for k in keys:
+        if k in saved and saved[k] != now[k]:
+            if isinstance(saved[k], dict) and isinstance(now[k], dict):
+                diffs += [f"{k}.{f}: {saved[k].get(f)!r} -> {now[k].get(f)!r}" for f in sorted(set(saved[k]) | set(now[k]))
+                          if saved[k].get(f) != now[k].get(f)]
+            else:
+                diffs.append(f"{k}: {saved[k]!r} -> {now[k]!r}")
+    if diffs:
+        sched = [d for d in diffs if d.split(":")[0] in RESUME_SCHEDULE]
+        hint = " (schedule fields: pass --allow_schedule_change to change them)" if sched else ""
+        raise ValueError(f"--resume: this run ({path}) was started with other settings{hint}:\n  " + "\n  ".join(diffs))
 
 
 def save_config(cfg: TrainConfig, path, extra: dict | None = None) -> None:

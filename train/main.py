@@ -4,7 +4,9 @@ One device:   python train/main.py --shards data/shards/interhand --out runs/pap
 Many GPUs:    torchrun --nproc_per_node=8 train/main.py --shards ... --out ...
 Many nodes:   torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d --rdzv-endpoint=HOST:29500 train/main.py ...
 Options are `--key=value` (see train/config.py; `--preset paper|rhd|stb|demo` first, then overrides);
-`--resume` continues from the newest checkpoint in --out, mid-epoch included.
+`--resume` continues from the newest checkpoint in --out, mid-epoch included (model and data settings
+must be the run's; schedule changes need --allow_schedule_change). Errors are one line; --debug shows
+the traceback.
 This file only wires: config, processes, data, model, loop.
 """
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch  # noqa: E402
 
 from pipeline.distributed import cleanup_distributed, print0, setup_distributed  # noqa: E402
 from train.checkpoint import list_checkpoints  # noqa: E402
-from train.config import TrainConfig, build_config, save_config  # noqa: E402
+from train.config import TrainConfig, build_config, check_resume, save_config  # noqa: E402
 
 
 def git_revision() -> str:
@@ -67,6 +69,8 @@ def run(cfg: TrainConfig, device: str | None = None) -> dict:
     if not cfg.resume and (old := list_checkpoints(run_dir)):
         raise RunDirInUse(f"{run_dir} already holds checkpoints ({old[-1].name}); pass --resume to continue "
                               "that run, or choose another --out")
+    if cfg.resume and (run_dir / "config.json").is_file():
+        check_resume(cfg, run_dir / "config.json")  # before anything in the run folder is written
     d = setup_distributed(device)
     try:
         seed_everything(cfg, d.rank)
@@ -109,6 +113,8 @@ def usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv  # a traceback instead of the one-line error
+    argv = [a for a in argv if a != "--debug"]
     if any(a in ("-h", "--help") for a in argv):
         print(usage())
         return 0
@@ -121,8 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         res = run(cfg)
-    except RunDirInUse as e:
-        print(f"train/main.py: error: {e}", file=sys.stderr)
+    except (ValueError, OSError, RuntimeError, FloatingPointError) as e:  # RunDirInUse, DataError, ...
+        if debug:
+            raise
+        print(f"train/main.py: error: {e}" + ("" if isinstance(e, RunDirInUse) else " (--debug for the traceback)"),
+              file=sys.stderr)
         return 2
     print(f"[rank {res['rank']}] finished at step {res['step']} (epoch {res['epoch']}), weights sha256 "
           f"{res['weights_sha256']}; run folder: {Path(cfg.out).resolve()}", flush=True)
