@@ -211,14 +211,11 @@ def build_right():
     pos = np.concatenate(b.pos)
     fr, cmc = FRAMES[0], joints[3]
     # Ring vertex k above hole vertex k: the uniform ring (start angle, direction) nearest the hole.
-    best = None
-    for direction in (1.0, -1.0):
-        for start in np.linspace(0, 2 * np.pi, 720, endpoint=False):
-            a = start + direction * 2 * np.pi * np.arange(THUMB_SIDES) / THUMB_SIDES
-            cost = ((_ring(cmc, fr, radius[0, 0], a) - pos[loop]) ** 2).sum()
-            if best is None or cost < best[0]:
-                best = (cost, a)
-    uniform = best[1]
+    start = np.linspace(0, 2 * np.pi, 720, endpoint=False)[:, None, None]
+    step = np.array([1.0, -1.0])[None, :, None] * 2 * np.pi * np.arange(THUMB_SIDES) / THUMB_SIDES
+    cand = (start + step).reshape(-1, THUMB_SIDES)  # (1440, 10) angles
+    pts = cmc + radius[0, 0] * (np.cos(cand)[..., None] * fr[:, 0] + np.sin(cand)[..., None] * fr[:, 2])
+    uniform = cand[np.argmin(((pts - pos[loop]) ** 2).sum((1, 2)))]
     slot = MANO_FINGERS.index(0)
     p = _ring(cmc, fr, radius[0, 0], uniform)  # uniform angles: its centroid is the joint
     ring = b.add(p, {0: 0.5, 1 + 3 * slot: 0.5}, 0, cmc, cmc, fr[:, 1])
@@ -348,7 +345,7 @@ def _pose_pca():
     samples = keys[rng.integers(len(keys), size=1024)] + rng.normal(0, np.radians(8), (1024, 5, 4))
     poses = hm.finger_pose(samples)
     mean = poses.mean(0)
-    _, _, vt = np.linalg.svd(poses - mean, full_matrices=True)
+    _, _, vt = np.linalg.svd(poses - mean, full_matrices=False)
     vt *= np.sign(vt[np.arange(45), np.abs(vt).argmax(1)])[:, None]  # a fixed sign per axis
     return np.round(mean, 6), np.round(vt, 6)
 
