@@ -24,15 +24,13 @@ work; a bad one ends in one line naming it and exit status 1 (--debug: the trace
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from shards.atomic import atomic_write, atomic_write_bytes
+from shards.atomic import atomic_write, atomic_write_bytes, atomic_write_files
 from shards.geometry import process_bbox
 from shards.skeleton import JOINT_NAMES, NUM_JOINTS
 
@@ -188,38 +186,11 @@ def write_outputs(res: dict, image: np.ndarray, out: str, image_name: str, detec
 
 
 def commit_files(out: str, writers: dict) -> list:
-    """Call writer(path) for each name into a fresh folder inside `out`, give every file the usual mode
-    (0666 & ~umask), then move them all onto out/<name>. On any failure no name in `out` is touched
-    (and an `out` this call created is removed)."""
-    created = not os.path.isdir(out)
-    os.makedirs(out, exist_ok=True)
-    stage = tempfile.mkdtemp(prefix=".eval-demo-", suffix=".tmp", dir=out)
+    """shards.atomic.atomic_write_files, with a failed write named as the output it was for."""
     try:
-        for name, write in writers.items():
-            try:
-                write(os.path.join(stage, name))
-            except OSError as e:  # a full disk, a quota, ...: name the output, not the temporary file
-                raise DemoError(f"{os.path.join(out, name)}: cannot write ({e.strerror or e})") from e
-        umask = os.umask(0)
-        os.umask(umask)
-        for name in writers:
-            fd = os.open(os.path.join(stage, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.chmod(os.path.join(stage, name), 0o666 & ~umask)
-        paths = []
-        for name in writers:
-            os.replace(os.path.join(stage, name), os.path.join(out, name))
-            paths.append(os.path.join(out, name))
-        return paths
-    except BaseException:
-        if created:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        return atomic_write_files(out, writers)
+    except OSError as e:  # a full disk, a quota, ...: name the output, not the temporary file
+        raise DemoError(f"{getattr(e, 'output', out)}: cannot write ({e.strerror or e})") from e
 
 
 def _parse(argv):

@@ -61,3 +61,42 @@ def atomic_savefig(fig, path, **savefig_kwargs) -> Path:
     """A matplotlib figure as PNG (or the format savefig_kwargs name)."""
     savefig_kwargs.setdefault("format", "png")
     return atomic_write(path, lambda f: fig.savefig(f, **savefig_kwargs))
+
+
+def atomic_write_files(out, writers: dict) -> list:
+    """All or nothing for several files: call writer(path) for each name into a fresh folder inside
+    `out`, give every file the usual mode (0666 & ~umask) and fsync it, then move them all onto
+    out/<name>. On any failure no name in `out` is touched (and an `out` this call created is
+    removed); an OSError of a writer carries `output`, the final path it was for."""
+    import shutil
+
+    out = str(out)
+    created = not os.path.isdir(out)
+    os.makedirs(out, exist_ok=True)
+    stage = tempfile.mkdtemp(prefix=".stage-", suffix=".tmp", dir=out)
+    try:
+        for name, write in writers.items():
+            try:
+                write(os.path.join(stage, name))
+            except OSError as e:
+                e.output = os.path.join(out, name)
+                raise
+        mode = 0o666 & ~_umask()
+        for name in writers:
+            fd = os.open(os.path.join(stage, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.chmod(os.path.join(stage, name), mode)
+        paths = []
+        for name in writers:
+            os.replace(os.path.join(stage, name), os.path.join(out, name))
+            paths.append(os.path.join(out, name))
+        return paths
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
