@@ -3,11 +3,13 @@
     python -m shards --source interhand|rhd|stb --root DATA_ROOT --out OUT_DIR_OR_URL
         [--splits train,val,test] [--rootnet FILE|auto|none] [--fps 5|30]
         [--shard-size 512MB] [--shard-count N] [--workers N] [--seed 0] [--strict]
-        [--verify full|header|none]
+        [--verify full|header|none] [--mano DIR]
 
 Re-running the same command after an interruption keeps the finished shards (checked against the
 manifest's sha256) and writes only the rest. Skipped annotations are listed in each split's
-manifest.json and summarised here; --strict turns them into errors.
+manifest.json and summarised here; --strict turns them into errors. Each sample's json carries the
+hands' MANO parameters as given ("mano", world frame) and, with --mano DIR (a folder with
+MANO_RIGHT.pkl / MANO_LEFT.pkl), converted to its camera frame ("mano_cam"; shards/mano/records.py).
 """
 import argparse
 import re
@@ -43,6 +45,7 @@ def build_parser():
     p.add_argument("--strict", action="store_true", help="stop on the first unusable annotation or image")
     p.add_argument("--verify", choices=VERIFY, default="full", help="image check: full decode, header, none")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--mano", default=None, help="MANO model folder: also write each sample's MANO parameters in its camera frame")
     p.add_argument("--debug", action="store_true", help="a traceback instead of the one-line error")
     return p
 
@@ -76,7 +79,7 @@ def main(argv=None):
         man = convert_split(src, args.root, args.out, split, rootnet=None if args.rootnet == "none" else args.rootnet,
                             fps=args.fps, shard_size=args.shard_size, shard_count=args.shard_count,
                             workers=args.workers, seed=args.seed, strict=args.strict, verify=args.verify,
-                            progress=not args.quiet)
+                            progress=not args.quiet, mano=args.mano)
         print(summary(split, man), flush=True)
 
 

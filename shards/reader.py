@@ -9,7 +9,8 @@ compact numpy arrays (no per-annotation Python objects), then build records on d
 
 Records follow docs/conventions.md §2-§3: joint_cam = R (X_world - campos) (or the inline joint_cam),
 joint_img = its projection (or the inline joint_img), joint_valid with the root rule, bbox =
-process_bbox(bbox_raw), abs_depth = joint_cam[[20, 41], 2], hand_type_vec from the hand type.
+process_bbox(bbox_raw), abs_depth = joint_cam[[20, 41], 2], hand_type_vec from the hand type,
+mano / mano_cam the hands' MANO parameters (shards/mano/records.py).
 """
 import math
 import os
@@ -19,6 +20,7 @@ import numpy as np
 
 from . import geometry, skeleton
 from .jsonstream import stream_items, stream_kvitems
+from .mano.records import ManoRecords
 from .rootnet import find_rootnet, load_rootnet
 from .sources import Source, get_source
 
@@ -69,7 +71,7 @@ class SplitData:
     """A split's annotations as compact arrays. Rows are annotations in file order."""
 
     def __init__(self, source: Source, root: str, split: str, rootnet: str | None = None, fps: int = 5,
-                 progress: bool = False):
+                 progress: bool = False, mano: str | None = None):
         if split not in source.splits:
             raise ValueError(f"source {source.name!r} has no split {split!r} (has {source.splits})")
         if fps not in (5, 30):
@@ -88,6 +90,7 @@ class SplitData:
             self.rootnet_bbox, self.rootnet_depth, missing = load_rootnet(self.rootnet_file, self.annot_id, _floats)
             for r, reason in missing.items():
                 self.problems.setdefault(r, reason)
+        self.mano = ManoRecords(self.root, split, source.world, mano)  # records' mano / mano_cam
 
     # ---- parsing -------------------------------------------------------------------------
     def _load_images(self, progress):
@@ -368,15 +371,17 @@ class SplitData:
                 "rootnet_bbox": self.rootnet_bbox[r].copy() if has_rn else None,
                 "rootnet_abs_depth": self.rootnet_depth[r].copy() if has_rn else None,
             })
+        self.mano.annotate(out)
         return out
 
 
 def load_split(source, root: str, split: str, rootnet: str | None = "auto", fps: int = 5,
-               progress: bool = False) -> SplitData:
+               progress: bool = False, mano: str | None = None) -> SplitData:
     """Parse one split (streaming). source: a Source or its name. rootnet: a file, "auto" (look for
-    the data set's RootNet file beside the annotations) or None."""
+    the data set's RootNet file beside the annotations) or None. mano: a MANO model folder, to give
+    the records their MANO parameters in the camera frame too (shards/mano/records.py)."""
     src = get_source(source) if isinstance(source, str) else source
-    return SplitData(src, root, split, rootnet=rootnet, fps=fps, progress=progress)
+    return SplitData(src, root, split, rootnet=rootnet, fps=fps, progress=progress, mano=mano)
 
 
 def iter_records(source, root: str, split: str, rootnet: str | None = "auto", fps: int = 5,

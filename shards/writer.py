@@ -10,7 +10,8 @@ Layout of OUT/<split>/ (OUT: a local path or any fsspec URL):
         members in this order: <key>.jpg  the original image bytes, unchanged (JPEG; RHD's
         are PNG files under the same component name - DALI's decoder sniffs the format),
         <key>.json  every record field except image_path (shards.reader; arrays as lists,
-        float32 values, rootnet_* null when no RootNet file), <key>.lbl  float32 labels
+        float32 values, rootnet_* null when no RootNet file; mano / mano_cam: the hands' MANO
+        parameters in the world and the sample's camera frame, shards/mano/records.py), <key>.lbl  float32 labels
         (shards.labels), <key>.ids  int64 [annot_id, image_id]. Fixed mtime/uid/mode: the same
         input and seed give byte-identical shards.
   <split>-000000.idx, ...  DALI index beside each tar (the format of DALI's wds2idx).
@@ -38,7 +39,7 @@ from .datacheck import check_image
 from .index import ShardTar
 from .reader import AnnotationError, load_split
 
-CONVERTER_VERSION = "1"
+CONVERTER_VERSION = "2"  # 2: records carry mano / mano_cam
 EST_META_BYTES = 4 * 512 + 6144  # headers + json + lbl + ids per sample, for sizing shards by bytes
 VERIFY = ("full", "header", "none")
 _STATE = {}  # per process: the split data and options, inherited by forked workers (no pickling)
@@ -207,7 +208,8 @@ def _results(pool, todo, bar):
 
 def convert_split(source, root: str, out: str, split: str, *, rootnet: str | None = "auto", fps: int = 5,
                   shard_size: int | None = 512 << 20, shard_count: int | None = None, workers: int | None = None,
-                  seed: int = 0, strict: bool = False, verify: str = "full", progress: bool = True) -> dict:
+                  seed: int = 0, strict: bool = False, verify: str = "full", progress: bool = True,
+                  mano: str | None = None) -> dict:
     """Convert one split to OUT/<split>/ (layout in the module docstring); returns the manifest."""
     if verify not in VERIFY:
         raise ValueError(f"verify must be one of {VERIFY}, got {verify!r}")
@@ -221,7 +223,7 @@ def convert_split(source, root: str, out: str, split: str, *, rootnet: str | Non
     out_dir = base.rstrip("/") + "/" + split
     fs.makedirs(out_dir, exist_ok=True)
     t0 = time.time()
-    data = load_split(source, root, split, rootnet=rootnet, fps=fps, progress=progress)
+    data = load_split(source, root, split, rootnet=rootnet, fps=fps, progress=progress, mano=mano)
     t_parse = time.time()
     if strict and data.problems:
         r = min(data.problems)
@@ -249,8 +251,9 @@ def convert_split(source, root: str, out: str, split: str, *, rootnet: str | Non
         man = {"format": "interhand-shards", "version": CONVERTER_VERSION, "complete": False,
                "source": data.source.name, "split": split,
                "options": {"root": data.root, "rootnet": data.rootnet_file, "fps": fps, "seed": seed,
-                           "shard_size": shard_size, "shard_count": shard_count, "verify": verify},
-               "inputs": _fingerprint(data), "plan": plan.hexdigest(), "shards": [None] * len(jobs)}
+                           "shard_size": shard_size, "shard_count": shard_count, "verify": verify,
+                           "mano": data.mano.model_dir},
+               "inputs": {**_fingerprint(data), **data.mano.fingerprint()}, "plan": plan.hexdigest(), "shards": [None] * len(jobs)}
         man_path = out_dir + "/manifest.json"
         old = _old_manifest(fs, man_path)
         if old and all(old.get(k) == man[k] for k in ("version", "options", "inputs", "plan")):

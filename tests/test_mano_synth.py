@@ -266,3 +266,53 @@ def test_release_regressor_is_accepted(data):
     from shards.mano.tools import load_regressor
     reg = load_regressor(REAL_REGRESSOR, 778)
     assert reg.shape == (21, 778) and np.allclose(reg.sum(1), 1, atol=1e-3) and (reg >= -1e-6).all()
+
+
+def test_shard_records_carry_mano(data, tmp_path, models):
+    """python -m shards: each sample's json has its hands' MANO parameters as given (world) and,
+    with --mano, converted to its camera frame (method (b)): that mesh is the world mesh moved into
+    the camera, and its regressed joints are the record's joint_cam up to the fitting noise."""
+    from shards import writer
+    from shards.__main__ import cli as shards_cli
+    from shards.index import iter_shard_samples
+    from shards.mano.records import ManoRecords
+    raw = json.loads((data / "annotations" / "val" / "InterHand2.6M_val_MANO_NeuralAnnot.json").read_text())
+    reg = np.load(data / "mano" / IH_REGRESSOR)
+    assert shards_cli(["--source", "interhand", "--root", str(data), "--out", str(tmp_path / "with"), "--splits", "val",
+                       "--workers", "1", "--quiet", "--mano", str(data / "mano")]) == 0
+    man = json.loads((tmp_path / "with" / "val" / "manifest.json").read_text())
+    assert man["options"]["mano"] == str(data / "mano") and "MANO_RIGHT.pkl" in man["inputs"]
+    layers = build_layers(models)
+    n = 0
+    for _, js, *_ in iter_shard_samples(str(tmp_path / "with" / "val")):
+        given = raw[str(js["capture"])][str(js["frame_idx"])]
+        assert js["mano"] == given
+        ann_cam = json.loads((data / "annotations" / "val" / "InterHand2.6M_val_camera.json").read_text())[str(js["capture"])]
+        r, c = np.array(ann_cam["camrot"][js["camera"]]), np.array(ann_cam["campos"][js["camera"]])
+        for h, side in enumerate(SIDES):
+            if given[side] is None:
+                assert js["mano_cam"][side] is None
+                continue
+            w, m = given[side], js["mano_cam"][side]
+            world = mano_vertices(layers[side], [w["pose"]], [w["shape"]], [w["trans"]])[0]
+            cam = mano_vertices(layers[side], [m["pose"]], [m["shape"]], [m["trans"]])[0]
+            np.testing.assert_allclose(cam, (world - c) @ r.T, atol=1e-3)
+            joints = np.array(js["joint_cam"])[21 * h:21 * h + 21]
+            valid = np.array(js["joint_valid"])[21 * h:21 * h + 21] > 0
+            if valid.any():  # a hand can be out of this camera's view
+                assert np.linalg.norm(reg @ cam - joints, axis=1)[valid].mean() < 12
+                n += 1
+    assert n > 20
+    writer.convert_split("interhand", str(data), str(tmp_path / "plain"), "val", workers=1, progress=False)
+    js = next(iter_shard_samples(str(tmp_path / "plain" / "val")))[1]
+    assert js["mano_cam"] is None and js["mano"] == raw[str(js["capture"])][str(js["frame_idx"])]
+    recs = [{"capture": 0, "frame_idx": 1, "camera": "1"}]
+    ManoRecords(str(data), "train", world_source=False).annotate(recs)  # RHD / STB: no MANO file
+    assert recs[0]["mano"] is None and recs[0]["mano_cam"] is None
+    import contextlib
+    import io
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = shards_cli(["--source", "interhand", "--root", str(data), "--out", str(tmp_path / "bad"), "--splits",
+                           "val", "--workers", "1", "--quiet", "--mano", str(tmp_path)])
+    assert code == 2 and "MANO_RIGHT.pkl: MANO model file not found" in err.getvalue() and err.getvalue().count("\n") == 1

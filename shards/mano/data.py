@@ -124,6 +124,27 @@ def mano_entry(entry, where) -> np.ndarray | None:
     return np.concatenate(parts)
 
 
+def load_mano_params(path):
+    """MANO_NeuralAnnot.json -> (frame keys (F,) int64 in file order, params (F, 2, 61) [right, left],
+    present (F, 2) bool); null hands are absent, malformed ones an error naming the field."""
+    keys, params, present_all = [], [], []
+    for cap, frames in stream_kvitems(path, ""):
+        for fr, v in (frames.items() if isinstance(frames, dict) else ()):
+            try:
+                keys.append(int(frame_key(int(cap), int(fr))))
+            except ValueError:
+                raise ManoError(f"{path}: capture {cap!r} frame {fr!r}: keys must be integers") from None
+            row, present = np.zeros((2, N_PARAMS)), np.zeros(2, bool)
+            for h, side in enumerate(SIDES):
+                p = mano_entry((v or {}).get(side), f"{path}: capture {cap} frame {fr}: field '{side}")
+                if p is not None:
+                    row[h], present[h] = p, True
+            params.append(row)
+            present_all.append(present)
+    return (np.asarray(keys, np.int64), np.asarray(params).reshape(-1, 2, N_PARAMS),
+            np.asarray(present_all, bool).reshape(-1, 2))
+
+
 def load_frames(joint_path, mano_path):
     """joint_3d.json and MANO_NeuralAnnot.json -> sorted frame keys, world joints, validity, MANO."""
     keys, world, valid = [], [], []
@@ -138,21 +159,8 @@ def load_frames(joint_path, mano_path):
                 raise ManoError(f"{where} 'world_coord' / 'joint_valid': missing")
             world.append(_floats(v["world_coord"], (42, 3), f"{where} 'world_coord'"))
             valid.append(_floats(v["joint_valid"], (42,), f"{where} 'joint_valid'") > 0)
-    mkeys, mparams, mpresent = [], [], []
-    for cap, frames in stream_kvitems(mano_path, ""):
-        for fr, v in (frames.items() if isinstance(frames, dict) else ()):
-            try:
-                mkeys.append(int(frame_key(int(cap), int(fr))))
-            except ValueError:
-                raise ManoError(f"{mano_path}: capture {cap!r} frame {fr!r}: keys must be integers") from None
-            row, present = np.zeros((2, N_PARAMS)), np.zeros(2, bool)
-            for h, side in enumerate(SIDES):
-                p = mano_entry((v or {}).get(side), f"{mano_path}: capture {cap} frame {fr}: field '{side}")
-                if p is not None:
-                    row[h], present[h] = p, True
-            mparams.append(row)
-            mpresent.append(present)
-    all_keys = np.unique(np.asarray(keys + mkeys, np.int64))
+    mkeys, mparams, mpresent = load_mano_params(mano_path)
+    all_keys = np.unique(np.concatenate([np.asarray(keys, np.int64), mkeys]))
     n = len(all_keys)
     w = np.full((n, 42, 3), np.nan)
     jv = np.zeros((n, 42), bool)
@@ -160,7 +168,7 @@ def load_frames(joint_path, mano_path):
     if keys:
         r = np.searchsorted(all_keys, keys)
         w[r], jv[r] = np.asarray(world), np.asarray(valid)
-    if mkeys:
+    if len(mkeys):
         r = np.searchsorted(all_keys, mkeys)
         mano[r], present[r] = np.asarray(mparams), np.asarray(mpresent)
     return all_keys, w, jv, mano, present
