@@ -83,7 +83,7 @@ def main(argv=None):
         if not layout:
             have = sorted({c for c, _ in cams}, key=int)
             raise ManoError(f"{path}: capture {args.capture}: not in the file (has {', '.join(have)})")
-    except (ManoError, FileNotFoundError, ValueError) as e:
+    except (ValueError, OSError) as e:  # ManoError is a ValueError
         sys.exit(f"error: {e}")
     n = sum(len(ids) for ids, _, _ in layout.values())
     what = f"capture {args.capture}" if caps else f"{len(layout)} captures"

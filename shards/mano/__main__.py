@@ -22,7 +22,9 @@ from .model import ManoError
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="python -m shards.mano", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m shards.mano", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true", help="a traceback instead of the one-line error")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     def common(sp, split):
@@ -95,10 +97,14 @@ def run(args) -> str:
 
 
 def main(argv=None):
+    """Errors in the inputs (ManoError and other ValueErrors, missing or unreadable files) exit with
+    one line naming the file and field; --debug (before the command) shows the traceback."""
     args = build_parser().parse_args(argv)
     try:
         print(run(args), flush=True)
-    except (ManoError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:  # ManoError is a ValueError
+        if args.debug:
+            raise
         sys.exit(f"error: {e}")
     return 0
 

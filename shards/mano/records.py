@@ -5,7 +5,7 @@ method (b): root orientation R R_root, translation pivoting on MANO's root joint
 Record fields (in each sample's json; the same for every data set, null where there is nothing):
     "mano":     {"right": {"pose": 48, "shape": 10, "trans": 3 (m)} or null, "left": ...}, world
                 frame, as in MANO_NeuralAnnot.json; null when the data set has no MANO file
-    "mano_cam": the same in the sample's camera frame (mm-consistent: trans in m, X_cam = R (X - campos));
+    "mano_cam": the same in the sample's camera frame (X_cam = R (X - campos); trans still in m);
                 null unless the converter was given a MANO model (python -m shards --mano DIR)
 """
 import os
@@ -31,7 +31,8 @@ class ManoRecords:
             self.keys, self.params, self.present = keys[order], self.params[order], self.present[order]
         if self.model_dir:
             self.models = load_models(self.model_dir)
-            self.cameras = load_cameras(annotation_file(root, split, "camera"))
+            self.camera_file = annotation_file(root, split, "camera")
+            self.cameras = load_cameras(self.camera_file)
 
     def fingerprint(self) -> dict:
         """{file name: [size, mtime_ns]} of the inputs (the manifest's "inputs")."""
@@ -55,7 +56,7 @@ class ManoRecords:
             ext = [self.cameras.get((str(r["capture"]), str(r["camera"]))) for r in recs]
             if any(e is None for e in ext):
                 r = recs[[e is None for e in ext].index(True)]
-                raise ManoError(f"{annotation_file('', '', 'camera')}: capture {r['capture']} camera {r['camera']}: missing")
+                raise ManoError(f"{self.camera_file}: capture {r['capture']}: field 'campos': no camera {r['camera']!r}")
             camrot = np.array([e["camrot"] for e in ext])
             campos = np.array([e["campos"] for e in ext])
             for h, side in enumerate(SIDES):
