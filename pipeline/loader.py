@@ -13,6 +13,7 @@ out exactly once across ranks (ranks may differ by one batch: gather predictions
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 import weakref
@@ -160,13 +161,23 @@ class Loader:
 
     def _finish_epoch(self):
         for _ in range(self._run, self._cycle):  # evaluation: run off this rank's padding-only batches
-            self._run_pipe()
+            self._run_pipe(self._stream())
         self.epoch, self._step, self._run, self._prev_id = self.epoch + 1, 0, 0, _NONE
 
-    def _run_pipe(self):
-        """One DALI batch; a DALI failure becomes an error naming the corrupt shard and sample."""
+    def _stream(self):
+        """The stream the caller consumes batches on: torch's current stream (CUDA), None on the CPU."""
+        return torch.cuda.current_stream(self.device) if self.device.type == "cuda" else None
+
+    def _run_pipe(self, stream):
+        """One DALI batch; a DALI failure becomes an error naming the corrupt shard and sample.
+
+        On CUDA the outputs are bound to `stream` (DALI's dynamic executor, the default): DALI makes
+        the stream wait for its work instead of the host, so the host goes on to launch the step on
+        this batch while DALI decodes the next ones, and DALI frees (reuses) an output buffer in that
+        stream's order, i.e. only after the copies _to_torch enqueues on it. Without a stream,
+        run() would block the host until the batch is finished on the GPU."""
         try:
-            return self._pipe.run()
+            return self._pipe.run(stream)
         except RuntimeError as e:
             if not is_dali_error(e):
                 raise
@@ -174,7 +185,8 @@ class Loader:
             raise DataError(describe_data_error(self.split, e, where, progress=self.rank == 0)) from e
 
     def _next(self):
-        images, lbl, inv, aug, ids, ids_host, has_rootnet, roi_origin = self._run_pipe()
+        stream = self._stream()
+        images, lbl, inv, aug, ids, ids_host, has_rootnet, roi_origin = self._run_pipe(stream)
         self._run += 1
         ids_np = ids_host.as_array()  # (B, 2) int64 [annot_id, image_id], on the host
         keep = None
@@ -192,7 +204,7 @@ class Loader:
             if missing.any():
                 raise ValueError(f"{self.split_dir}: use_rootnet, but annot_id {int(ids_np[missing.argmax(), 0])} "
                                  "has no RootNet output in its shard labels")
-        lbl_t, inv_t, aug_t = self._to_torch(lbl), self._to_torch(inv), self._to_torch(aug)
+        lbl_t, inv_t, aug_t = (self._to_torch(t, stream) for t in (lbl, inv, aug))
         if lbl_t.shape[1] != LABEL_SIZE:
             raise ValueError(f"{self.split_dir}: `lbl` has {lbl_t.shape[1]} floats per sample, expected {LABEL_SIZE}")
         affine_t = invert_affine(inv_t)  # image -> patch, for the labels
@@ -200,13 +212,13 @@ class Loader:
             patch = self._warp_host(images, inv_t, roi_origin.as_array(), aug_t[:, 5:8])
         else:
             img_size = lbl_t[:, OFFSETS["img_size"][0]:OFFSETS["img_size"][1]]
-            patch = finish_images(self._to_torch(images), inv_t, img_size, aug_t[:, 5:8])  # (B, H, W, 3)
+            patch = finish_images(self._to_torch(images, stream), inv_t, img_size, aug_t[:, 5:8])  # (B, H, W, 3)
         out = {"images": patch.permute(0, 3, 1, 2)}  # (B, 3, H, W), channels_last memory
         out.update(make_targets(lbl_t, affine_t, aug_t, self.config))
         if not self.train:
             out["inv_trans"] = inv_t  # patch -> image, to bring predictions back to the frame
         out["aug"] = aug_t  # (B, 8) the augmentation drawn for each sample (graph.AUG_FIELDS)
-        out["annot_id"] = self._to_torch(ids)[:, 0]
+        out["annot_id"] = self._to_torch(ids, stream)[:, 0]
         if keep is not None:
             out = {k: v.index_select(0, keep) for k, v in out.items()}
         return out
@@ -248,15 +260,22 @@ class Loader:
         self._spare = [(buf, weakref.ref(view)), *[e for e in self._spare if e[0] is not buf]][:SPARE_BUFFERS]
         return view
 
-    def _to_torch(self, tl) -> torch.Tensor:
-        """One DALI output batch -> a dense torch tensor on self.device (copied, in the current stream)."""
+    def _to_torch(self, tl, stream) -> torch.Tensor:
+        """One DALI output batch -> a dense torch tensor on self.device. On CUDA: a fresh tensor, filled
+        by an asynchronous copy enqueued on `stream` (the one the outputs are bound to, see _run_pipe),
+        so the tensor never shares memory with DALI's buffer and the host does not wait."""
         if self.device.type == "cpu":
             return torch.from_numpy(tl.as_array())
-        from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
+        from nvidia.dali.plugin.pytorch import to_torch_type
 
-        t = tl.as_tensor()
-        dst = torch.empty(t.shape(), dtype=to_torch_type[t.dtype], device=self.device)
-        feed_ndarray(t, dst, cuda_stream=torch.cuda.current_stream(self.device))
+        shapes = tl.shape()  # per sample; every output of the graph has one shape per batch
+        if any(s != shapes[0] for s in shapes):
+            raise ValueError(f"DALI output of ragged shape {shapes[:3]}...: the loader expects one shape per batch")
+        dst = torch.empty((len(shapes), *shapes[0]), dtype=to_torch_type[tl.dtype], device=self.device)
+        dense = tl.is_dense_tensor()
+        src = tl.as_tensor() if dense else tl  # a view (one copy) or the samples (one batched copy kernel)
+        src.copy_to_external(ctypes.c_void_p(dst.data_ptr()), ctypes.c_void_p(stream.cuda_stream),
+                             non_blocking=True, use_copy_kernel=not dense)
         return dst
 
 
