@@ -146,7 +146,7 @@ def test_load_errors_name_file_and_field(tmp_path, models):
         model.load_model(tmp_path / "MANO_RIGHT.pkl")
 
 
-def test_left_shapedirs_fix(models):
+def test_left_shapedirs_fix(models, tmp_path):
     files = manohands.models()[0]
     right = {k: files["right"][k].copy() for k in model.FIELDS}
     left = {k: files["left"][k].copy() for k in model.FIELDS}
@@ -154,6 +154,9 @@ def test_left_shapedirs_fix(models):
     assert model.fix_left_shapedirs(right, left)
     np.testing.assert_array_equal(left["shapedirs"][:, 0], -right["shapedirs"][:, 0])
     assert not model.fix_left_shapedirs(right, left)  # a correct left model is left alone
+    d = manohands.write_model(tmp_path)
+    alone = model.load_models(d, sides=("left",))["left"]  # fixed even when asked for alone
+    np.testing.assert_array_equal(alone["shapedirs"], left["shapedirs"])
     # fixed, the left model is the mirror image of the right: same shape, mirrored pose and place
     rng = np.random.default_rng(1)
     pose, shape, trans = random_params(rng, 16)

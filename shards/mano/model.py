@@ -197,12 +197,14 @@ def fix_left_shapedirs(right: dict, left: dict) -> bool:
 
 
 def load_models(path, sides=SIDES) -> dict:
-    """{side: arrays} from a MANO folder; with both sides, the left-hand fix applied."""
+    """{side: arrays} from a MANO folder, the left-hand fix applied (the left model is compared with
+    the right one, which is read for that even when only the left is asked for)."""
     d = mano_dir(path)
-    models = {s: load_model(os.path.join(d, FILES[s])) for s in sides}
-    if "right" in models and "left" in models:
+    need = list(sides) + (["right"] if "left" in sides and "right" not in sides else [])
+    models = {s: load_model(os.path.join(d, FILES[s])) for s in need}
+    if "left" in models:
         fix_left_shapedirs(models["right"], models["left"])
-    return models
+    return {s: models[s] for s in sides}
 
 
 # ---- rotations ------------------------------------------------------------------------------

@@ -120,10 +120,11 @@ def _tube(b, joints, f, slot, first_ring_ids, first_ring_pos, angles, radii):
         if i == 0:
             regress[4 * f + 3] = ids
             continue
-        r = radii[bone] if not on_joint or bone == 2 and i == len(rings) - 1 else max(radii[bone], radii[min(bone + 1, 2)])
+        last = i == len(rings) - 1
+        r = radii[bone] if not on_joint or last else max(radii[bone], radii[bone + 1])  # joints: the thicker bone
         if on_joint:
             joint_ring += 1
-            if i == len(rings) - 1:
+            if last:
                 weights = {mano[2]: 1.0}
             else:
                 weights = {mano[bone]: 0.5, mano[bone + 1]: 0.5}
@@ -223,10 +224,10 @@ def build_right():
     reg = _tube(b, joints, 0, slot, ring, p, uniform, radius[0])
     ih.update(reg)
     mano_j.update({1 + 3 * slot: reg[3], 2 + 3 * slot: reg[2], 3 + 3 * slot: reg[1]})
-    return _finish(b, ih, mano_j, joints)
+    return _finish(b, ih, mano_j)
 
 
-def _orient(faces, n_verts, pos):
+def _orient(faces, pos):
     """Make the winding consistent (breadth-first over shared edges), then outward (positive signed
     volume once the wrist opening is closed by a fan to its centroid)."""
     faces = faces.copy()
@@ -264,10 +265,10 @@ def _orient(faces, n_verts, pos):
     return faces if vol > 0 else faces[:, [0, 2, 1]]
 
 
-def _finish(b, ih, mano_j, joints):
+def _finish(b, ih, mano_j):
     pos = np.concatenate(b.pos)
     n = len(pos)
-    faces = _orient(np.array(b.faces, dtype=np.int64), n, pos)
+    faces = _orient(np.array(b.faces, dtype=np.int64), pos)
     assert (n, len(faces)) == (N_VERTS, N_FACES), (n, len(faces))
     weights = np.zeros((n, 16))
     for v, w in enumerate(b.weights):
