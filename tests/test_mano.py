@@ -258,9 +258,9 @@ def test_original_pivot(models, layers):
     mesh0 = model.mano_vertices(layers["right"], pose_c, shape, np.zeros((32, 3))) / 1000
     j0 = convert.root_joint(m, shape)
     j0_posed = np.einsum("v,nvk->nk", m["J_regressor"][0], mesh0)  # a regressor whose wrist is J0
-    np.testing.assert_allclose(convert.convert_params_original(pose_c, trans, camrot, campos, j0_posed), trans_c, atol=1e-9)
+    np.testing.assert_allclose(convert.convert_params_original(trans, camrot, campos, j0_posed), trans_c, atol=1e-9)
     wrist = np.einsum("v,nvk->nk", manohands.models()[1]["right"]["ih_regressor"][20], mesh0)
-    off = convert.convert_params_original(pose_c, trans, camrot, campos, wrist) - trans_c
+    off = convert.convert_params_original(trans, camrot, campos, wrist) - trans_c
     want = np.einsum("nij,nj->ni", camrot - np.eye(3), wrist - j0)
     np.testing.assert_allclose(off, want, atol=1e-9)
     assert np.linalg.norm(off, axis=1).mean() > 1e-3  # a few mm

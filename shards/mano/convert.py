@@ -39,10 +39,10 @@ def convert_params(model, pose, shape, trans, camrot, campos):
     return pose, trans_cam
 
 
-def convert_params_original(pose_cam, trans, camrot, campos, wrist_m):
+def convert_params_original(trans, camrot, campos, wrist_m):
     """The original script's translation: trans' = R trans - w + R w + t, where w (N, 3) m is the
-    InterHand wrist regressed from the mesh of pose_cam (root already rotated) without translation.
-    Returns trans' (N, 3) m."""
+    InterHand wrist regressed from the mesh of the converted pose (root already rotated) without
+    translation. Returns trans' (N, 3) m."""
     r, t = camera_extrinsics(camrot, campos)
     rt = np.einsum("nij,nj->ni", r, np.asarray(trans, np.float64))
     rw = np.einsum("nij,nj->ni", r, np.asarray(wrist_m, np.float64))

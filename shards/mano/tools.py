@@ -136,7 +136,7 @@ def conversion_check(ann: SplitAnnotations, mano, regressor, device="cpu", limit
         no_trans = cam_p.copy()
         no_trans[:, 58:] = 0
         wrist = np.einsum("v,nvk->nk", reg[20], _forward(layers, models, h[s], no_trans)) / 1000.0
-        t_orig = convert_params_original(cam_p[:, :48], p[:, 58:], camrot, campos, wrist)
+        t_orig = convert_params_original(p[:, 58:], camrot, campos, wrist)
         orig[s] = np.linalg.norm(t_orig - cam_p[:, 58:], axis=1) * 1000.0
     return {"split": ann.split, "hands": int(len(i)),
             "a_vs_b_max_vertex_mm": {"mean": float(ab.mean()), "max": float(ab.max())} if len(i) else None,
