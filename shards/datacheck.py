@@ -103,6 +103,18 @@ def check_image(data: bytes, verify: str) -> str | None:
     return None
 
 
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG or PNG header; None for other bytes."""
+    if data[:2] == b"\xff\xd8":
+        import simplejpeg
+
+        h, w, _, _ = simplejpeg.decode_jpeg_header(data)
+        return int(w), int(h)
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    return None
+
+
 def scan_shards(split: Split, full_decode: bool, progress: bool = True) -> str | None:
     """The first problem found in a split's shards, as 'SHARD: member NAME at byte OFFSET: what', or None."""
     bar = tqdm(total=split.num_samples, desc="scanning shards" + (" (decoding)" if full_decode else ""),

@@ -82,6 +82,7 @@ class SplitData:
         self._load_images(progress)
         self._load_annotations(progress)
         self._join_images()
+        self._refuse_escaping_paths()
         if source.world:
             self._load_cameras()
             self._load_frames()
@@ -305,6 +306,19 @@ class SplitData:
             return f"{base}: capture {cap} has no frame {fr}" if (keys // _CAP_SHIFT == cap).any() else f"{base}: no capture {cap}"
         bad_rows = np.fromiter(bad, np.int64, len(bad))
         self._mark(~found | np.isin(self.img_framerow, bad_rows), reason, "world_coord")
+
+    def _refuse_escaping_paths(self):
+        """An image file_name that leads out of the images folder ('../../etc/passwd') is never read:
+        its annotations are unusable, with the reason."""
+        if b".." not in self.img_names:
+            return
+        prefix = self.source.image_file[self.split].split("{", 1)[0]
+        base = os.path.normpath(os.path.join(self.root, prefix))
+        bad = np.zeros(len(self.img_name_off) - 1, bool)
+        for m in range(len(bad)):
+            if ".." in self.file_name(m):
+                bad[m] = not os.path.normpath(self.image_path(m)).startswith(base + os.sep)
+        self._mark(bad, lambda m: f"file_name {self.file_name(m)!r} leads outside {base}", "image")
 
     def _mark(self, bad_img, reason, what):
         """Record a problem for every annotation whose image row is flagged in bad_img."""

@@ -21,13 +21,19 @@ Layout of OUT/<split>/ (OUT: a local path or any fsspec URL):
         left, interacting}, "skipped", "skipped_by_kind"}, "skipped": [{"annot_id", "kind",
         "reason"}], "shards": [{"tar", "idx", "count", "bytes", "sha256", "idx_sha256",
         "hand_type": {...}, "skipped": [...]}]}. Shards with count 0 have no files.
-Writes go to a temporary name and are renamed. A re-run with the same arguments keeps the shards
-the manifest lists whose sha256 still matches and writes only the rest.
+Writes go to a temporary name (unique per process) and are renamed. A re-run with the same arguments
+keeps the shards the manifest lists whose files still match their sha256 and whose images are as
+they were (size + mtime of each, the shard's "images" fingerprint), and writes only the rest; it
+removes only files an earlier run wrote (listed in its manifest, or its temporary names). Each image
+is checked (verify) and its size compared with data.json's width/height.
 """
 import hashlib
 import json
 import multiprocessing as mp
 import os
+import re
+import secrets
+import signal
 import time
 
 import fsspec
@@ -35,11 +41,11 @@ import numpy as np
 from tqdm import tqdm
 
 from . import labels
-from .datacheck import check_image
+from .datacheck import check_image, image_size
 from .index import ShardTar
 from .reader import AnnotationError, load_split
 
-CONVERTER_VERSION = "2"  # 2: records carry mano / mano_cam
+CONVERTER_VERSION = "3"  # 2: records carry mano / mano_cam; 3: per-shard image fingerprints, size checks
 EST_META_BYTES = 4 * 512 + 6144  # headers + json + lbl + ids per sample, for sizing shards by bytes
 VERIFY = ("full", "header", "none")
 _STATE = {}  # per process: the split data and options, inherited by forked workers (no pickling)
@@ -50,22 +56,41 @@ def _json_bytes(rec) -> bytes:
     return json.dumps(out, separators=(",", ":")).encode()
 
 
+def _tmp(path: str) -> str:
+    """A temporary name beside `path`, unique to this process and call (a worker of an interrupted run
+    that is still finishing cannot collide with a new run): `.<name>.<pid>-<random>.tmp`."""
+    d, n = path.rsplit("/", 1)
+    return f"{d}/.{n}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+
+
+def _image_problem(rec, jpg, verify) -> str | None:
+    """Why the image of a record is unusable (its bytes, then its size against data.json), or None."""
+    reason = check_image(jpg, verify)
+    if reason or verify == "none":
+        return reason
+    size = image_size(jpg)
+    if size is not None and size != (rec["width"], rec["height"]):
+        return f"the image is {size[0]}x{size[1]}, the annotation says {rec['width']}x{rec['height']}"
+    return None
+
+
 def _write_shard(job):
     """Worker: build, check and write one whole shard (temp names, then rename)."""
-    no, rows = job
+    no, rows, images_fp = job
     st = _STATE
     data, fs, out_dir, split = st["data"], st["fs"], st["out_dir"], st["split"]
     name = f"{split}-{no:06d}"
     tar_path, idx_path = f"{out_dir}/{name}.tar", f"{out_dir}/{name}.idx"
+    tar_tmp, idx_tmp = _tmp(tar_path), _tmp(idx_path)
     skipped, counts, done = [], {"right": 0, "left": 0, "interacting": 0}, 0
-    with fs.open(tar_path + ".tmp", "wb") as f:
+    with fs.open(tar_tmp, "wb") as f:
         tar = ShardTar(f)
         for s in range(0, len(rows), 256):
             for rec in data.records(rows[s:s + 256]):
                 try:
                     with open(rec["image_path"], "rb") as img:
                         jpg = img.read()
-                    reason = check_image(jpg, st["verify"])
+                    reason = _image_problem(rec, jpg, st["verify"])
                 except OSError as e:
                     reason = f"cannot read image ({e.strerror})"
                 if reason:
@@ -83,17 +108,17 @@ def _write_shard(job):
             done += min(256, len(rows) - s)
         size, sha = tar.finish()
     entry = {"tar": name + ".tar", "idx": name + ".idx", "count": len(tar.samples), "bytes": size,
-             "sha256": sha, "idx_sha256": None, "hand_type": counts, "skipped": skipped}
+             "sha256": sha, "idx_sha256": None, "images": images_fp, "hand_type": counts, "skipped": skipped}
     if not tar.samples:  # nothing usable: no files (DALI rejects an empty tar)
-        fs.rm(tar_path + ".tmp")
+        fs.rm(tar_tmp)
         entry["bytes"], entry["sha256"] = 0, None
         return no, entry
     idx = tar.index_text().encode()
     entry["idx_sha256"] = hashlib.sha256(idx).hexdigest()
-    with fs.open(idx_path + ".tmp", "wb") as f:
+    with fs.open(idx_tmp, "wb") as f:
         f.write(idx)
-    fs.mv(idx_path + ".tmp", idx_path)
-    fs.mv(tar_path + ".tmp", tar_path)
+    fs.mv(idx_tmp, idx_path)
+    fs.mv(tar_tmp, tar_path)
     return no, entry
 
 
@@ -116,15 +141,22 @@ def _verify_shard(entry):
 
 
 def _stat_images(rows):
-    """Worker: image file sizes (-1 when missing) for annotation rows."""
+    """Worker: (size, mtime_ns) of the image files of annotation rows, (2, len(rows)); size -1 when missing."""
     data = _STATE["data"]
-    out = np.empty(len(rows), np.int64)
+    out = np.empty((2, len(rows)), np.int64)
     for i, r in enumerate(rows):
         try:
-            out[i] = os.path.getsize(data.image_path(int(data.ann_img[r])))
+            st = os.stat(data.image_path(int(data.ann_img[r])))
+            out[:, i] = st.st_size, st.st_mtime_ns
         except OSError:
-            out[i] = -1
+            out[:, i] = -1, 0
     return out
+
+
+def _images_fingerprint(annot_id, stats) -> str:
+    """sha256 of a shard's images as found on disk (annot_id, size, mtime): a re-run rewrites a shard
+    whose images changed, were fixed or restored, without reading them."""
+    return hashlib.sha256(np.stack([annot_id, *stats]).astype("<i8").tobytes()).hexdigest()
 
 
 def plan_shards(sizes, shard_bytes: int | None, shard_count: int | None) -> list[int]:
@@ -141,11 +173,21 @@ def plan_shards(sizes, shard_bytes: int | None, shard_count: int | None) -> list
     return bounds
 
 
+def _die_with_parent():
+    """Worker initializer (Linux): the kernel ends the worker when the converter dies (kill -9 included)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class _Pool:
     """Forked worker processes sharing the parsed split; in-process when workers == 1."""
 
     def __init__(self, workers):
-        self.pool = mp.get_context("fork").Pool(workers) if workers > 1 else None
+        self.pool = mp.get_context("fork").Pool(workers, initializer=_die_with_parent) if workers > 1 else None
 
     def map(self, fn, jobs):
         return self.pool.map(fn, jobs, chunksize=1) if self.pool else [fn(j) for j in jobs]
@@ -167,9 +209,10 @@ def _fingerprint(data) -> dict:
 
 
 def _write_json(fs, path, obj):
-    with fs.open(path + ".tmp", "wb") as f:
+    tmp = _tmp(path)
+    with fs.open(tmp, "wb") as f:
         f.write(json.dumps(obj, indent=1).encode())
-    fs.mv(path + ".tmp", path)
+    fs.mv(tmp, path)
 
 
 def _old_manifest(fs, path):
@@ -182,11 +225,14 @@ def _old_manifest(fs, path):
         return None  # a torn or foreign file: start over
 
 
-def _remove_stale(fs, out_dir, split, keep: set):
-    """Delete shard files and temp files of this split that the new plan does not keep."""
+def _remove_stale(fs, out_dir, split, old: dict | None, keep: set):
+    """Delete what an earlier run of this converter wrote and the new plan does not keep: the shard
+    files its manifest lists, and our temporary files. Nothing else in the folder is touched."""
+    ours = {e[k] for e in (old or {}).get("shards") or () if isinstance(e, dict) for k in ("tar", "idx") if k in e}
+    tmp = re.compile(rf"^\.({re.escape(split)}-\d{{6}}\.(tar|idx)|manifest\.json)\.\d+-[0-9a-f]{{8}}\.tmp$")
     for p in fs.ls(out_dir, detail=False):
         name = p.rsplit("/", 1)[-1]
-        if name.startswith(f"{split}-") and (name.endswith(".tmp") or name.endswith((".tar", ".idx"))) and name not in keep:
+        if (name in ours and name not in keep) or tmp.match(name):
             fs.rm(p)
 
 
@@ -238,15 +284,18 @@ def convert_split(source, root: str, out: str, split: str, *, rootnet: str | Non
     pool = _Pool(workers)
     try:
         chunks = np.array_split(order, max(1, min(len(order) // 4096, 64 * workers)))
-        sizes = np.concatenate(pool.map(_stat_images, chunks)) if len(order) else np.zeros(0, np.int64)
+        stats = np.concatenate(pool.map(_stat_images, chunks), axis=1) if len(order) else np.zeros((2, 0), np.int64)
+        sizes = stats[0]
         for r in order[sizes < 0]:
             msg = f"{data.image_path(int(data.ann_img[r]))}: image file missing"
             if strict:
                 raise FileNotFoundError(f"annotation {data.annot_id[r]}: {msg}")
             skipped.append({"annot_id": int(data.annot_id[r]), "kind": "missing image", "reason": msg})
-        order, sizes = order[sizes >= 0], sizes[sizes >= 0]
+        order, stats = order[sizes >= 0], stats[:, sizes >= 0]
+        sizes = stats[0]
         bounds = plan_shards((sizes + 511) // 512 * 512 + EST_META_BYTES, shard_size, shard_count)
-        jobs = [(i, order[bounds[i]:bounds[i + 1]]) for i in range(len(bounds) - 1)]
+        jobs = [(i, order[a:b], _images_fingerprint(data.annot_id[order[a:b]], stats[:, a:b]))
+                for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))]
         plan = hashlib.sha256(data.annot_id[order].astype("<i8").tobytes() + np.asarray(bounds, "<i8").tobytes())
         man = {"format": "interhand-shards", "version": CONVERTER_VERSION, "complete": False,
                "source": data.source.name, "split": split,
@@ -257,16 +306,17 @@ def convert_split(source, root: str, out: str, split: str, *, rootnet: str | Non
         man_path = out_dir + "/manifest.json"
         old = _old_manifest(fs, man_path)
         if old and all(old.get(k) == man[k] for k in ("version", "options", "inputs", "plan")):
-            listed = [(i, e) for i, e in enumerate(old["shards"]) if e is not None]
+            # a shard is kept when its images are as they were (size + mtime) and its files intact
+            listed = [(i, e) for i, e in enumerate(old["shards"]) if e is not None and e.get("images") == jobs[i][2]]
             for (i, e), ok in zip(listed, pool.map(_verify_shard, [e for _, e in listed])):
                 man["shards"][i] = e if ok else None
         kept = {e[k] for e in man["shards"] if e is not None and e["count"] for k in ("tar", "idx")}
-        _remove_stale(fs, out_dir, split, kept)
+        _remove_stale(fs, out_dir, split, old, kept)
         _write_json(fs, man_path, man)
         todo = [j for j in jobs if man["shards"][j[0]] is None]
         t_plan = time.time()
         n_kept = len(jobs) - len(todo)
-        bar = tqdm(total=sum(len(r) for _, r in todo), unit="sample", desc=f"{data.source.name} {split}",
+        bar = tqdm(total=sum(len(j[1]) for j in todo), unit="sample", desc=f"{data.source.name} {split}",
                    disable=not progress, smoothing=0.1)
         for no, entry in _results(pool, todo, bar):
             man["shards"][no] = entry

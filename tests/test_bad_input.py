@@ -204,3 +204,101 @@ def test_resume_with_another_model_writes_nothing(tmp_path):
     assert r.returncode == 2 and "model.backbone: 'resnet18' -> 'resnet50'" in r.stderr and "Traceback" not in r.stderr
     assert (run / "config.json").read_bytes() == before and sorted(os.listdir(run)) == ["config.json"]
     assert json.loads(before)["model"]["backbone"] == "resnet18"
+
+
+# ---- sharding: files outside the root, changed images, wrong sizes, foreign files ----------------------
+def _sharded(tmp_path, **kw):
+    from shards import writer
+    from tests.test_reader import write_interhand
+
+    root = tmp_path / "data"
+    if not root.exists():
+        write_interhand(root, split="val")
+    man = writer.convert_split("interhand", str(root), str(tmp_path / "out"), "val", shard_count=4, workers=1,
+                               progress=False, **kw)
+    return root, man
+
+
+def _image(root, annot_id):
+    data = json.loads((root / "annotations" / "val" / "InterHand2.6M_val_data.json").read_text())
+    img_id = next(a["image_id"] for a in data["annotations"] if a["id"] == annot_id)
+    img = next(i for i in data["images"] if i["id"] == img_id)
+    return root / "images" / "val" / img["file_name"], img
+
+
+def test_a_file_name_leading_out_of_the_root_is_never_read(tmp_path):
+    from shards.index import iter_shard_samples
+    from tests.test_reader import write_interhand
+
+    root = tmp_path / "data"
+    write_interhand(root, split="val")
+    secret = tmp_path / "secret.jpg"  # a readable, valid JPEG outside the data root
+    secret.write_bytes(_image(root, 104)[0].read_bytes())
+    path = root / "annotations" / "val" / "InterHand2.6M_val_data.json"
+    data = json.loads(path.read_text())
+    img_id = next(a["image_id"] for a in data["annotations"] if a["id"] == 104)
+    next(i for i in data["images"] if i["id"] == img_id)["file_name"] = "../../../secret.jpg"
+    path.write_text(json.dumps(data))
+    _, man = _sharded(tmp_path)
+    skipped = {s["annot_id"]: s["reason"] for s in man["skipped"]}
+    assert "file_name '../../../secret.jpg' leads outside" in skipped[104]
+    assert 104 not in {int(k) for k, *_ in iter_shard_samples(str(tmp_path / "out" / "val"))}
+
+
+def test_a_fixed_image_comes_back_on_a_re_run(tmp_path):
+    root, man = _sharded(tmp_path)
+    n = man["counts"]["total"]
+    img, _ = _image(root, 105)
+    good = img.read_bytes()
+    img.write_bytes(good[:300])  # broken: skipped
+    _, man = _sharded(tmp_path)
+    assert man["counts"]["total"] == n - 1 and [s["annot_id"] for s in man["skipped"]] == [105]
+    img.write_bytes(good)  # fixed: its shard is rewritten, the others kept
+    _, man = _sharded(tmp_path)
+    assert man["counts"]["total"] == n and not man["skipped"]
+    assert man["_run"]["shards_written"] == 1 and man["_run"]["shards_kept"] == len(man["shards"]) - 1
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (lambda img, meta: img.write_bytes(_jpeg(meta["height"] // 2, meta["width"])), "the annotation says"),
+    (lambda img, meta: img.write_bytes(_jpeg(meta["width"], meta["height"])), "the annotation says"),
+    (lambda img, meta: img.write_bytes(img.read_bytes()[:-2] + bytes(range(1, 60)) + b"\xff\xd9"), "extraneous bytes"),
+])
+def test_images_that_do_not_match_or_warn_are_skipped_with_the_reason(tmp_path, damage, reason):
+    from tests.test_reader import write_interhand
+
+    root = tmp_path / "data"
+    write_interhand(root, split="val")
+    img, meta = _image(root, 101 if meta_portrait(root, 101) else 100)
+    damage(img, meta)
+    _, man = _sharded(tmp_path)
+    assert len(man["skipped"]) == 1 and reason in man["skipped"][0]["reason"] and str(img) in man["skipped"][0]["reason"]
+
+
+def meta_portrait(root, annot_id):
+    return _image(root, annot_id)[1]["width"] != _image(root, annot_id)[1]["height"]
+
+
+def _jpeg(h, w):
+    from tests.test_reader import tiny_jpeg
+
+    return tiny_jpeg(1, (h, w))
+
+
+def test_the_converter_removes_only_what_it_wrote(tmp_path):
+    out = tmp_path / "out" / "val"
+    out.mkdir(parents=True)
+    foreign = {"val-my-notes.tar": b"mine", "val-backup.idx": b"mine too", ".val-000000.tar.tmp": b"not ours"}
+    for name, data in foreign.items():
+        (out / name).write_bytes(data)
+    ours = out / ".val-000003.tar.123-abcdef01.tmp"  # a temporary file a killed run of ours left
+    ours.write_bytes(b"partial")
+    _sharded(tmp_path)
+    from shards import writer
+
+    writer.convert_split("interhand", str(tmp_path / "data"), str(tmp_path / "out"), "val", shard_count=3, workers=1,
+                         progress=False)  # another plan: the first run's shards go, foreign files stay
+    assert all((out / name).read_bytes() == data for name, data in foreign.items()) and not ours.exists()
+    man = json.loads((out / "manifest.json").read_text())
+    listed = {e[k] for e in man["shards"] for k in ("tar", "idx")}
+    assert {p.name for p in out.iterdir()} == listed | set(foreign) | {"manifest.json"}

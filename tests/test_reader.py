@@ -14,12 +14,14 @@ import simplejpeg
 from shards import jsonstream
 from shards.reader import AnnotationError, iter_records, load_split
 
-FIXED_JPEG_SIZE = (24, 32)  # tiny pictures: the readers never decode them
+FIXED_JPEG_SIZE = (24, 32)  # (height, width) of pictures that no annotation describes
 
 
-def tiny_jpeg(seed):
-    rng = np.random.default_rng(seed)
-    img = rng.integers(0, 255, (*FIXED_JPEG_SIZE, 3), dtype=np.uint8)
+def tiny_jpeg(seed, size=FIXED_JPEG_SIZE):
+    """A small JPEG of `size` (height, width): a smooth picture that depends on the seed."""
+    h, w = size
+    y, x = np.mgrid[0:h, 0:w]
+    img = np.stack([(x * 3 + seed * 7) % 256, (y * 5 + seed) % 256, ((x + y) * 2) % 256], -1).astype(np.uint8)
     return simplejpeg.encode_jpeg(img, quality=80)
 
 
@@ -60,8 +62,8 @@ def write_interhand(root, split="val", captures=(1, 2), cams=("400001", "400002"
                              "joint_valid": jv, "hand_type": ht, "hand_type_valid": int(aid % 5 != 0)})
                 path = os.path.join(root, "images", split, fname)
                 os.makedirs(os.path.dirname(path), exist_ok=True)
-                with open(path, "wb") as f:
-                    f.write(tiny_jpeg(aid))
+                with open(path, "wb") as f:  # the size data.json says (the converter checks it)
+                    f.write(tiny_jpeg(aid, (images[-1]["height"], images[-1]["width"])))
                 aid += 1
     data = {"images": images, "annotations": anns}
     ann_dir = os.path.join(root, "annotations", split)
@@ -101,7 +103,7 @@ def write_inline(root, fmt, split="test", n=6, seed=0):
                "stb": f"images/{seq}/{i:05d}.jpg"}[fmt]
         os.makedirs(os.path.dirname(os.path.join(root, rel)), exist_ok=True)
         with open(os.path.join(root, rel), "wb") as f:
-            f.write(tiny_jpeg(i))
+            f.write(tiny_jpeg(i, (320, 320)))
     data = {"images": images, "annotations": anns}
     _dump(os.path.join(root, name), data)
     return data

@@ -165,7 +165,7 @@ def test_resume_after_interruption(data_root, tmp_path, monkeypatch):
     with open(d / "val-000001.tar", "r+b") as f:  # corrupt a finished shard
         f.seek(600)
         f.write(b"XX")
-    (d / "val-000005.tar.tmp").write_bytes(b"partial")  # a half-written leftover
+    (d / ".val-000005.tar.999-0123abcd.tmp").write_bytes(b"partial")  # a half-written leftover of a killed run
     keep_mtime = os.stat(d / "val-000000.tar").st_mtime_ns
     man = convert(data_root, out, shard_count=2)
     assert man["_run"] == {**man["_run"], "shards_kept": 2, "shards_written": 4}
