@@ -62,7 +62,7 @@ class Plan:
     batch: int = 64
     pipeline_batches: tuple = (64, 128, 256)
     pipeline_images: int = 8192  # images timed per pipeline batch size
-    steps: int = 40  # timed training steps, after `warmup` (the first one compiles)
+    steps: int = 60  # timed training steps, after `warmup` (the first one compiles)
     warmup: int = 10
     compile: bool = True
     workers: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))
@@ -352,6 +352,15 @@ def run_child(part: str, args, shards: str | None, limit: float, tmp: Path) -> d
     return {"status": "ok", "seconds": secs, **json.loads(result.read_text())}
 
 
+def finite(obj):
+    """The report with NaN/inf as null (JSON has neither)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    return [finite(v) for v in obj] if isinstance(obj, (list, tuple)) else obj
+
+
 def summarise(parts: dict, env: dict) -> dict:
     """MFU per training row, end-to-end against the ceiling, ours against the original."""
     flops = parts.get("flops", {}).get("train_flops_per_image")
@@ -359,7 +368,7 @@ def summarise(parts: dict, env: dict) -> dict:
     out = {"peak_bf16_tflops": peak, "train_flops_per_image": flops}
     for name in ("train_original", "train_ours", "train_ceiling"):
         row = parts.get(name, {})
-        if row.get("status") == "ok":
+        if row.get("status") == "ok" and row.get("images_per_s"):
             row["mfu"] = row["images_per_s"] * flops / (peak * 1e12) if flops and peak else None
     ips = {k: parts.get(k, {}).get("images_per_s") for k in ("train_original", "train_ours", "train_ceiling")}
     if ips["train_ours"] and ips["train_ceiling"]:
@@ -482,11 +491,11 @@ def main(argv=None) -> int:
                 r = run_child(name, args, shards, limit, Path(tmp))
             if name == "shards":  # the later parts read these shards, or none
                 shards = r["path"] if r["status"] == "ok" else None
-            report["parts"][name] = r
-            print(f"[gpu-check] {name}: {r['status']} ({r.get('seconds', 0):.0f} s) {part_line(name, r)}", flush=True)
+            report["parts"][name] = r = finite(r)
+            report["summary"] = summarise(report["parts"], env)
             report["wall_s"] = time.perf_counter() - start
+            print(f"[gpu-check] {name}: {r['status']} ({r.get('seconds', 0):.0f} s) {part_line(name, r)}", flush=True)
             atomic_write_json(args.out, report)  # after every part: a killed run keeps what it measured
-    report["summary"] = summarise(report["parts"], env)
     report["wall_s"] = time.perf_counter() - start
     atomic_write_json(args.out, report)
     print_table(report)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.gpu import PARTS, peak_bf16_tflops
+from benchmarks.gpu import PARTS, peak_bf16_tflops, summarise
 from tests.test_no_dali import BLOCK
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,10 +88,15 @@ def test_without_dali_the_dali_parts_are_skipped_and_a_failing_part_does_not_sto
     assert p["train_ceiling"]["status"] == "ok" and _positive(p["train_ceiling"]["images_per_s"])
 
 
-def test_peak_table_and_device_check():
+def test_peak_table_mfu_and_device_check():
     assert peak_bf16_tflops("NVIDIA H200") == peak_bf16_tflops("NVIDIA H100 80GB HBM3") == 989.0
     assert peak_bf16_tflops("NVIDIA A100-SXM4-80GB") == 312.0 and peak_bf16_tflops("NVIDIA H100 PCIe") == 756.0
     assert peak_bf16_tflops("Tesla T4") is None
+    parts = {"flops": {"train_flops_per_image": 71.5e9}, "train_original": {"status": "ok", "images_per_s": 500.0},
+             "train_ours": {"status": "ok", "images_per_s": 3000.0}, "train_ceiling": {"status": "ok", "images_per_s": 3200.0}}
+    s = summarise(parts, {"peak_bf16_tflops": 989.0})
+    assert parts["train_ours"]["mfu"] == pytest.approx(3000 * 71.5e9 / 989e12)  # 21.7 %
+    assert s["end_to_end_vs_ceiling"] == pytest.approx(3000 / 3200) and s["ours_vs_original"] == pytest.approx(6.0)
     if not torch.cuda.is_available():  # `make gpu-check` without a GPU: refused at once, saying what to do
         r = subprocess.run([sys.executable, "-m", "benchmarks.gpu", "--device", "cuda"], cwd=REPO,
                            capture_output=True, text=True, timeout=120)

@@ -175,9 +175,10 @@ def test_dali_outputs_are_bound_to_the_consumers_stream_and_copied_on_it(monkeyp
 @pytest.mark.skipif(not HAS_DALI, reason="needs NVIDIA DALI")
 @pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
 def test_loader_and_train_steps_do_not_sync_the_host(tmp_path, compile):
-    """The trainer's hot loop (loader batch -> train.loop's step -> losses kept on the device) runs
+    """The trainer's hot loop (loader batch -> train.loop's step -> losses summed on the device) runs
     N steps, across an epoch boundary, under sync_debug_mode 'error': any host sync raises. The
-    losses are read once, at the logging point after it, as train.loop does."""
+    losses are read once, at the logging point after it, as train.loop does. DALI got torch's stream."""
+    from benchmarks.gpu import guarded_steps
     from model import Criterion, build_model
     from pipeline import build_loader
     from tests.test_pipeline_fixtures import write_split
@@ -205,15 +206,7 @@ def test_loader_and_train_steps_do_not_sync_the_host(tmp_path, compile):
     for _ in range(3):  # compilation, cuDNN autotuning, allocator growth: before the guard
         step(next(it))
     torch.cuda.synchronize(device)
-    sums = None
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        for _ in range(2 * len(loader) + 1):
-            losses = step(next(it))
-            vals = torch.stack([v.detach().float() for v in losses.values()])
-            sums = vals if sums is None else sums + vals
-    finally:
-        torch.cuda.set_sync_debug_mode(0)
+    sums = guarded_steps(it, step, 2 * len(loader) + 1, device)  # (benchmarks.gpu's sync check runs the same)
     logged = sums.tolist()  # the logging point: one sync
     assert all(np.isfinite(logged))
     assert streams and all(s is not None and s.cuda_stream == torch.cuda.current_stream(device).cuda_stream
