@@ -89,5 +89,12 @@ bench: setup
 	$(BIN)/python -m benchmarks.train --shards $(BENCH_SHARDS)
 	$(BIN)/python -m benchmarks.shards --annotations 200000
 
+# One command on a GPU machine, under 8 minutes on one H100/H200 (benchmarks/gpu.py): environment,
+# pytest -m gpu, the host-sync check, DALI / training / evaluation images/s -> gpu_report.json + a table.
+# ARGS passes options (--shards DIR, --checkpoint CK, --parts a,b; --device cpu --quick on a CPU).
+.PHONY: gpu-check
+gpu-check: setup
+	$(BIN)/python -m benchmarks.gpu --out $(CURDIR)/gpu_report.json $(ARGS)
+
 clean:
 	rm -rf $(VENV) data runs
