@@ -16,5 +16,6 @@ def predict_checkpoint(checkpoint: str, shards: str, split: str, *, device=None,
     d = setup_distributed(device)
     ck = load_checkpoint(checkpoint, map_location=d.device)
     loader = build_loader(split_url(shards, split), ck.config, batch_size=batch_size, train=False,
-                          device=d.device, rank=d.rank, world_size=d.world_size, use_rootnet=rootnet)
+                          device=d.device, rank=d.rank, world_size=d.world_size, use_rootnet=rootnet,
+                          progress=progress)
     return predict(ck.model, loader, d.device, progress=progress)

@@ -67,7 +67,7 @@ class Loader:
     def __init__(self, split_dir, config, *, batch_size: int, train: bool, device, rank: int = 0, world_size: int = 1,
                  seed: int = 0, num_threads: int | None = None, use_rootnet: bool = False,
                  hw_decoder_load: float = 0.65, prefetch: int = 2, force_aug=None, initial_fill: int = 4096,
-                 half_pixel: bool = True, warp: str | None = None):
+                 half_pixel: bool = True, warp: str | None = None, progress: bool = True):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 0 <= rank < world_size:
@@ -80,6 +80,7 @@ class Loader:
         self.split_dir = self.split.url
         self.device = torch.device(device)
         self.batch_size, self.train, self.rank, self.world_size = batch_size, train, rank, world_size
+        self.progress = progress  # a progress bar while scanning the shards after a DALI failure
         self.config = config  # the model's geometry: input_size, heatmap_size, root_bins, depth ranges
         self.input_size = int(config.input_size)
         self.use_rootnet = use_rootnet
@@ -181,8 +182,9 @@ class Loader:
         except RuntimeError as e:
             if not is_dali_error(e):
                 raise
+            self._pipe._shutdown()  # stop DALI's threads now: a failed pipeline torn down at exit can crash
             where = f"at batch {self._step + 1} of {self._len} (epoch {self.epoch + 1}, rank {self.rank})"
-            raise DataError(describe_data_error(self.split, e, where, progress=self.rank == 0)) from e
+            raise DataError(describe_data_error(self.split, e, where, progress=self.progress and self.rank == 0)) from e
 
     def _next(self):
         stream = self._stream()
@@ -281,7 +283,7 @@ class Loader:
 
 def build_loader(split_dir, config, *, batch_size: int, train: bool, device, rank: int = 0, world_size: int = 1,
                  seed: int = 0, num_threads: int | None = None, use_rootnet: bool = False,
-                 hw_decoder_load: float = 0.65, prefetch: int = 2, **testing) -> Loader:
+                 hw_decoder_load: float = 0.65, prefetch: int = 2, progress: bool = True, **testing) -> Loader:
     """The data loader of one split folder (OUT/<split>/: its manifest.json, read by shards.index.open_split).
 
     config: the model's geometry, a model.ModelConfig (any object with input_size, heatmap_size
@@ -293,4 +295,4 @@ def build_loader(split_dir, config, *, batch_size: int, train: bool, device, ran
     A DALI failure while iterating raises DataError naming the corrupt shard, member and offset."""
     return Loader(split_dir, config, batch_size=batch_size, train=train, device=device, rank=rank,
                   world_size=world_size, seed=seed, num_threads=num_threads, use_rootnet=use_rootnet,
-                  hw_decoder_load=hw_decoder_load, prefetch=prefetch, **testing)
+                  hw_decoder_load=hw_decoder_load, prefetch=prefetch, progress=progress, **testing)

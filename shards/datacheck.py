@@ -172,9 +172,9 @@ def describe_data_error(split: Split, err: BaseException, where: str, progress: 
             found = scan_shards(split, full_decode=True, progress=progress)
     except (OSError, ValueError, IndexError) as scan_err:  # e.g. an index file garbled beyond parsing
         return (f"reading {split.url} failed {where}; scanning its {n} shard(s) failed too: "
-                f"{type(scan_err).__name__}: {scan_err}\n(DALI said: {dali[:600]})")
+                f"{type(scan_err).__name__}: {scan_err} (DALI said: {dali[:600]})")
     head = f"reading {split.url} failed {where}"
     if found is not None:
-        return f"{head}: corrupt shard {found}\n(DALI said: {dali[:600]})"
+        return f"{head}: corrupt shard {found} (DALI said: {dali[:600]})"
     return (f"{head}; a scan of its {n} shard(s) found no corrupt sample ({', '.join(split.tars[:8])}"
-            f"{' ...' if n > 8 else ''})\n(DALI said: {dali[:600]})")
+            f"{' ...' if n > 8 else ''}) (DALI said: {dali[:600]})")

@@ -71,6 +71,23 @@ def test_corrupt_shard_mid_epoch_is_named(shards, tmp_path):
     assert "reading " + str(root / "train") in msg and "at batch 4 of 4 (epoch 1" in msg and "DALI said: nvidia.dali.fn." in msg
 
 
+def test_eval_checkpoint_names_a_corrupt_shard(shards, tmp_path, capsys):
+    """`python -m eval --checkpoint` shares the loader's diagnosis: one line naming shard and member."""
+    from eval.__main__ import cli as eval_cli
+    from model import build_model, save_checkpoint
+
+    root = subset(shards, tmp_path / "shards", 2, copy=True)
+    bad = sorted((root / "train").glob("*.tar"))[1]
+    fields = bad.with_suffix(".idx").read_text().splitlines()[3].split()
+    off, member = int(fields[1]), fields[3]  # the shard cut inside the third sample's image
+    os.truncate(bad, off + 100)  # (a garbled JPEG can crash DALI's CPU decoder in evaluation: see README)
+    ckpt = save_checkpoint(tmp_path / "tiny.pt", build_model("tiny"))
+    assert eval_cli(["--checkpoint", str(ckpt), "--shards", str(root), "--split", "train", "--out",
+                     str(tmp_path / "eval"), "--device", "cpu", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"corrupt shard {bad}: member {member}" in err[0] and "outside the file" in err[0]
+
+
 def test_shard_scan_finds_truncation_and_garbled_headers(shards, tmp_path):
     root = subset(shards, tmp_path / "shards", 2, copy=True)
     split = open_split(str(root / "train"))

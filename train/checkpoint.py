@@ -55,10 +55,12 @@ def set_rng_state(s: dict) -> None:
 def check_finite(state: dict) -> None:
     """A model or optimiser state with NaN/inf is never saved: it would be resumed from."""
     for part in ("model", "optimizer"):
-        tensors = state[part].values() if part == "model" else [
-            t for s in state[part]["state"].values() for t in s.values() if isinstance(t, torch.Tensor)]
+        if not isinstance(state.get(part), dict):
+            continue
+        tensors = list(state[part].values()) if part == "model" else [
+            t for s in state[part].get("state", {}).values() for t in s.values() if isinstance(t, torch.Tensor)]
         for i, t in enumerate(tensors):
-            if t.is_floating_point() and not torch.isfinite(t).all():
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and not torch.isfinite(t).all():
                 name = list(state[part])[i] if part == "model" else f"optimizer state tensor {i}"
                 raise FloatingPointError(f"not saving the checkpoint of step {state['step']}: {part} holds non-finite "
                                          f"values ({name}); the last good checkpoint stays the newest")

@@ -163,7 +163,7 @@ def build_config(argv: list[str]) -> TrainConfig:
 # cannot continue the run's weights and reader state) ...
 RESUME_MUST_MATCH = ("model", "shards", "train_split", "val_split", "batch_size", "seed")
 # ... and these may change only with --allow_schedule_change.
-RESUME_SCHEDULE = ("epochs", "lr", "lr_decay_epochs", "lr_decay_factor", "max_steps")
+RESUME_SCHEDULE = ("epochs", "lr", "lr_decay_epochs", "lr_decay_factor")  # max_steps may change (stop early)
 
 
 def check_resume(cfg: TrainConfig, saved_path) -> None:
