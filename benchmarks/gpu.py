@@ -29,7 +29,6 @@ import json
 import math
 import os
 import platform
-import shutil
 import signal
 import subprocess
 import sys
@@ -187,8 +186,8 @@ def _train_args(plan: Plan, args):
     from benchmarks.train import parse_args
 
     return parse_args(["--model", plan.model, "--batch", str(plan.batch), "--steps", str(plan.steps),
-                       "--warmup", str(plan.warmup), "--device", args.device, "--shards", str(args.shards or args.cache),
-                       "--workers", str(plan.workers)] + ([] if plan.compile else ["--no-compile"]))
+                       "--warmup", str(plan.warmup), "--device", args.device, "--workers", str(plan.workers),
+                       "--shards", str(args.shards or args.cache)] + ([] if plan.compile else ["--no-compile"]))
 
 
 def synthetic_batches(split_dir, mc, args, device):
@@ -240,6 +239,7 @@ def part_sync_check(plan: Plan, args) -> dict:
 
     device, has_dali = _device(args), dali_version() is not None
     targs = _train_args(plan, args)
+    torch.backends.cudnn.benchmark = True  # as the trainer (train/main.py)
     torch.manual_seed(0)
     model = build_model(plan.model).to(device).to(memory_format=torch.channels_last)
     cfg = TrainConfig(model=model.config, batch_size=plan.batch, compile=plan.compile)
@@ -302,12 +302,15 @@ def run_limited(cmd: list[str], limit: float, log: Path) -> tuple[int | None, fl
     t0 = time.perf_counter()
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        rc = None
         try:
             rc = proc.wait(timeout=limit)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # the part's DataLoader workers, DALI and pytest children too
-            proc.wait()
-            rc = None
+            pass
+        finally:  # on a timeout or an interrupt of this process (its own session would not get Ctrl-C)
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)  # the part's DataLoader workers, DALI and pytest children too
+                proc.wait()
     return rc, time.perf_counter() - t0
 
 
@@ -344,7 +347,8 @@ def run_child(part: str, args, shards: str | None, limit: float, tmp: Path) -> d
         + (["--shards", shards] if shards else []) + (["--checkpoint", args.checkpoint] if args.checkpoint else [])
     rc, secs = run_limited(cmd, limit, log)
     if rc is None:
-        return {"status": "timeout", "seconds": secs, "error": f"did not finish in {limit:.0f} s", "log_tail": tail(log)}
+        return {"status": "timeout", "seconds": secs, "error": f"did not finish in {limit:.0f} s",
+                "log_tail": tail(log)}
     if rc != 0 or not result.exists():
         lines = tail(log).splitlines()
         return {"status": "failed", "seconds": secs, "error": lines[-1] if lines else f"exit status {rc}",
@@ -408,8 +412,9 @@ def part_line(name: str, r: dict) -> str:
 
 def print_table(report: dict) -> None:
     env, s = report["environment"], report["summary"]
-    print(f"\nGPU check, {report['wall_s']:.0f} s ({'quick, ' if report['quick'] else ''}model {report['plan']['model']}, "
-          f"batch {report['plan']['batch']}) on {env.get('gpu')} (driver {env.get('driver')}), torch {env.get('torch')} "
+    plan = report["plan"]
+    print(f"\nGPU check, {report['wall_s']:.0f} s ({'quick, ' if report['quick'] else ''}model {plan['model']}, "
+          f"batch {plan['batch']}) on {env.get('gpu')} (driver {env.get('driver')}), torch {env.get('torch')} "
           f"(CUDA {env.get('cuda')}), DALI {env.get('dali')}, {env.get('cpu_cores')} CPU cores")
     print(f"{'part':<15} {'status':<8} {'s':>6}  result")
     for name, r in report["parts"].items():
@@ -484,7 +489,7 @@ def main(argv=None) -> int:
             elif name in NEEDS_SHARDS and shards is None:
                 r = {"status": "skipped", "reason": "no shards (the shards part did not run or failed)"}
             elif limit < MIN_START_S:
-                r = {"status": "skipped", "reason": f"out of the time budget ({left:.0f} s of {args.budget:.0f} s left)"}
+                r = {"status": "skipped", "reason": f"out of the time budget ({left:.0f} of {args.budget:.0f} s left)"}
             elif name == "pytest_gpu":
                 r = run_pytest(limit, Path(tmp))
             else:

@@ -93,7 +93,8 @@ def test_peak_table_mfu_and_device_check():
     assert peak_bf16_tflops("NVIDIA A100-SXM4-80GB") == 312.0 and peak_bf16_tflops("NVIDIA H100 PCIe") == 756.0
     assert peak_bf16_tflops("Tesla T4") is None
     parts = {"flops": {"train_flops_per_image": 71.5e9}, "train_original": {"status": "ok", "images_per_s": 500.0},
-             "train_ours": {"status": "ok", "images_per_s": 3000.0}, "train_ceiling": {"status": "ok", "images_per_s": 3200.0}}
+             "train_ours": {"status": "ok", "images_per_s": 3000.0},
+             "train_ceiling": {"status": "ok", "images_per_s": 3200.0}}
     s = summarise(parts, {"peak_bf16_tflops": 989.0})
     assert parts["train_ours"]["mfu"] == pytest.approx(3000 * 71.5e9 / 989e12)  # 21.7 %
     assert s["end_to_end_vs_ceiling"] == pytest.approx(3000 / 3200) and s["ours_vs_original"] == pytest.approx(6.0)
