@@ -80,7 +80,7 @@ def test_demo_with_bbox_writes_every_output(tmp_path, capsys, demo_ckpts, grey_j
         assert (out / name).stat().st_size > 500, name
     doc = json.loads((out / "result.json").read_text())
     assert doc["bbox_source"] == "--bbox" and doc["detection"] is None and doc["bbox"] == [10, 5, 30, 40]
-    # SPEC 3.1 once: the shorter side grown to square (40 x 40 about the centre), then x1.25.
+    # docs/conventions.md §3.1 once: the shorter side grown to square (40 x 40 about the centre), then x1.25.
     np.testing.assert_allclose(doc["bbox_processed"], [0, 0, 50, 50], atol=1e-4)  # centre (25, 25)
     assert len(doc["joints"]) == 42 and doc["joints"][20]["name"] == "r_wrist"
     assert doc["hand_presence"]["right"] == bool(res["hand_prob"][0] > 0.5)

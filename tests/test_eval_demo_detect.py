@@ -86,7 +86,7 @@ def test_detector_path_uses_the_keypoints_box_and_processes_it_once(tmp_path, ca
     raw = _tight_x12(kp.reshape(-1, 2).tolist())  # x 20..60, y 10..45 -> 48 x 42 about (40, 27.5)
     assert doc["bbox_source"] == "detector" and seen["conf"] == 0.3
     np.testing.assert_allclose(doc["bbox"], raw, atol=1e-9)
-    side = max(raw[2], raw[3]) * 1.25  # SPEC 3.1 applied once: square on the longer side, x1.25
+    side = max(raw[2], raw[3]) * 1.25  # docs/conventions.md §3.1 applied once: square on the longer side, x1.25
     np.testing.assert_allclose(doc["bbox_processed"], [40 - side / 2, 27.5 - side / 2, side, side], atol=1e-4)
     assert [h["handedness"] for h in doc["detection"]["hands"]] == ["right", "left"]
     np.testing.assert_allclose(doc["detection"]["hands"][1]["keypoints_px"], kp[1])

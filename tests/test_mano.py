@@ -239,7 +239,7 @@ def test_conversion_b_equals_a(models, layers):
     camrot, campos = _random_cameras(rng, 64)
     for side in model.SIDES:
         world = model.mano_vertices(layers[side], pose, shape, trans)
-        a = np.einsum("nij,nvj->nvi", camrot, world - campos[:, None])  # SPEC 2, written out
+        a = np.einsum("nij,nvj->nvi", camrot, world - campos[:, None])  # docs/conventions.md §2, written out
         pose_c, trans_c = convert.convert_params(models[side], pose, shape, trans, camrot, campos)
         b = model.mano_vertices(layers[side], pose_c, shape, trans_c)
         assert np.abs(a - b).max() < 1e-3  # mm

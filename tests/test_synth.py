@@ -31,7 +31,7 @@ def ih(tmp_path_factory):
 
 
 def _project(world, cam, cam_id):
-    """Plain SPEC 2 projection: X_cam = R (X - campos); u = X/Z fx + cx, v = Y/Z fy + cy."""
+    """Plain docs/conventions.md §2 projection: X_cam = R (X - campos); u = X/Z fx + cx, v = Y/Z fy + cy."""
     r = np.array(cam["camrot"][cam_id], dtype=np.float64)
     t = np.array(cam["campos"][cam_id], dtype=np.float64)
     f = np.array(cam["focal"][cam_id], dtype=np.float64)

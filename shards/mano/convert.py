@@ -1,7 +1,7 @@
 """World-to-camera conversion of MANO parameters and the fitting error, vectorised over hands.
 
 A camera maps world mm to camera mm by X_cam = R (X - campos) = R X + t with R = camrot,
-t = -R campos (SPEC 2). MANO poses a hand as V = R_root (v - J0) + J0 + trans, where J0 is MANO's
+t = -R campos (docs/conventions.md §2). MANO poses a hand as V = R_root (v - J0) + J0 + trans, where J0 is MANO's
 own root joint (joint 0 of the shaped template; the finger pose does not move it). So
     (a) transform the mesh:       V_cam = R V + t
     (b) transform the parameters: root_cam = R R_root,

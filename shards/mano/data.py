@@ -1,4 +1,4 @@
-"""What the MANO and camera tools read of an InterHand2.6M split (SPEC section 1), as compact arrays.
+"""What the MANO and camera tools read of an InterHand2.6M split (docs/conventions.md §1), as compact arrays.
 
     ann = load_split_annotations(root, "val")   # images, cameras, joint_3d and MANO_NeuralAnnot
     ann.frame_row(capture, frame) ; ann.camera(capture, cam)

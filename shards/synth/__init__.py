@@ -7,7 +7,7 @@ or call `generate(out_dir, size, seed, fmt)`. The same seed gives byte-identical
 number of workers. Hands are drawn by shards/synth/render.py from the kinematic model of
 shards/synth/handmodel.py; common.py holds what the interhand.py and single.py generators share.
 
---format interhand: DIR is the InterHand2.6M v1.0 root (SPEC section 1):
+--format interhand: DIR is the InterHand2.6M v1.0 root (docs/conventions.md §1):
     images/{train,val,test}/Capture<c>/<seq>/cam<cam>/image<frame>.jpg
     annotations/skeleton.txt
     annotations/{split}/InterHand2.6M_{split}_{data,camera,joint_3d,MANO_NeuralAnnot}.json

@@ -132,7 +132,7 @@ def plan_interhand(out_dir, split, spec, seed):
 
 
 def _rootnet(rng, annot_id, bbox, joint_cam, present):
-    """A RootNet-like prediction: a slightly wrong box (then processed, SPEC 3.1) and root depths
+    """A RootNet-like prediction: a slightly wrong box (then processed, docs/conventions.md §3.1) and root depths
     with ~20 mm error; an absent hand gets the present one's depth."""
     x, y, w, h = bbox
     c = np.array([x + w / 2, y + h / 2]) + rng.normal(0, 0.04, 2) * [w, h]
