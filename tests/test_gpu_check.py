@@ -69,18 +69,23 @@ def test_quick_cpu_run_reports_every_part(quick):
 
 def test_without_dali_the_dali_parts_are_skipped_and_a_failing_part_does_not_stop_the_rest(tmp_path):
     """DALI blocked in every process of the check (a sitecustomize on PYTHONPATH holding test_no_dali.py's
-    finder), and a shards part that fails (no such folder): both reported, and the torch-only
-    synthetic-batch ceiling, which needs neither, still runs."""
+    finder), and a shards part that fails (no such folder): both reported, and the torch-only parts
+    (pytest -m gpu on the modules that import without DALI, the synthetic-batch ceiling) still run."""
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(BLOCK)
     proc, report = run_check(tmp_path, "--shards", str(tmp_path / "missing"), "--cache", str(tmp_path / "cache"),
-                             "--parts", "shards,dali_pipeline,train_ours,train_ceiling,eval",
+                             "--parts", "pytest_gpu,shards,dali_pipeline,train_ours,train_ceiling,eval",
                              env={**os.environ, "PYTHONPATH": str(site)})
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]  # a part failed
     assert report["environment"]["dali"] == "not installed" and list(report["parts"]) == \
-        ["shards", "dali_pipeline", "train_ours", "train_ceiling", "eval"]
+        ["pytest_gpu", "shards", "dali_pipeline", "train_ours", "train_ceiling", "eval"]
     p = report["parts"]
+    # The test modules that import DALI are listed apart; the others' GPU tests are collected (and skip).
+    assert p["pytest_gpu"]["status"] == "ok" and p["pytest_gpu"]["errors"] == p["pytest_gpu"]["failures"] == 0
+    assert "tests.test_pipeline_loader" in p["pytest_gpu"]["not_collected_without_dali"]
+    assert p["pytest_gpu"]["skipped"] >= 4
+    assert "tests.test_gpu_sync" not in p["pytest_gpu"]["not_collected_without_dali"]
     assert p["shards"]["status"] == "failed" and "missing" in p["shards"]["error"]
     for name in ("dali_pipeline", "train_ours", "eval"):
         assert p[name] == {"status": "skipped", "reason": "NVIDIA DALI is not installed"}

@@ -26,7 +26,16 @@ from pipeline.targets import finish_images, invert_affine, make_targets
 from shards.labels import LABEL_SIZE, OFFSETS
 from shards.skeleton import FLIP_PERM
 
-HAS_DALI = importlib.util.find_spec("nvidia") is not None and importlib.util.find_spec("nvidia.dali") is not None
+
+
+def _has_dali() -> bool:
+    try:
+        return importlib.util.find_spec("nvidia.dali") is not None
+    except ImportError:  # no `nvidia` package at all
+        return False
+
+
+HAS_DALI = _has_dali()
 CONFIG = get_config("tiny")
 HOST_FACTORIES = {"tensor", "as_tensor", "asarray", "from_numpy", "new_tensor", "frombuffer"}
 
