@@ -1,15 +1,17 @@
 """Streaming JSON parsing for large annotation files (ijson, C backend): items arrive one at a
 time, so a 4 GB data.json never sits in memory whole.
 
-Errors name the file. Python's json module writes NaN / Infinity literals that are not JSON;
-when a file has them, the parse restarts with those literals read as null (-> NaN in numeric
-arrays), so the reader reports the annotation and field instead of a byte offset.
+A path may be local or any fsspec URL (shards.fsio). Errors name the file. Python's json module
+writes NaN / Infinity literals that are not JSON; when a file has them, the parse restarts with
+those literals read as null (-> NaN in numeric arrays), so the reader reports the annotation and
+field instead of a byte offset.
 """
-import os
 import re
 
 import ijson
 from tqdm import tqdm
+
+from . import fsio
 
 _NAN = re.compile(rb"([\[,:]\s*)-?(?:NaN|Infinity)")
 _CHUNK = 1 << 20
@@ -19,7 +21,7 @@ class _File:
     """Binary reader that counts bytes for a progress bar and optionally rewrites NaN literals."""
 
     def __init__(self, path, bar=None, fix_nan=False):
-        self.f, self.bar, self.fix_nan, self.held = open(path, "rb"), bar, fix_nan, b""
+        self.f, self.bar, self.fix_nan, self.held = fsio.open_input(path), bar, fix_nan, b""
 
     def read(self, n=-1):
         if n == 0:  # ijson probes the type with read(0)
@@ -46,11 +48,13 @@ class _File:
 
 
 def _stream(path, prefix, kv, progress):
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: annotation file not found")
+    try:
+        size = fsio.stat(path)[0]
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: annotation file not found") from None
     done, fix_nan = 0, False
     while True:
-        bar = tqdm(total=os.path.getsize(path), unit="B", unit_scale=True, desc=f"parse {progress}",
+        bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"parse {progress}",
                    leave=False) if progress else None
         f = _File(path, bar, fix_nan)
         try:

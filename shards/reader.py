@@ -10,7 +10,8 @@ compact numpy arrays (no per-annotation Python objects), then build records on d
 Records follow docs/conventions.md §2-§3: joint_cam = R (X_world - campos) (or the inline joint_cam),
 joint_img = its projection (or the inline joint_img), joint_valid with the root rule, bbox =
 process_bbox(bbox_raw), abs_depth = joint_cam[[20, 41], 2], hand_type_vec from the hand type,
-mano / mano_cam the hands' MANO parameters (shards/mano/records.py).
+mano / mano_cam the hands' MANO parameters (shards/mano/records.py). The root may be a local path or
+any fsspec URL (s3://bucket/InterHand2.6M): files are read through shards.fsio.
 """
 import math
 import os
@@ -18,7 +19,7 @@ from array import array
 
 import numpy as np
 
-from . import geometry, skeleton
+from . import fsio, geometry, skeleton
 from .jsonstream import stream_items, stream_kvitems
 from .mano.records import ManoRecords
 from .rootnet import find_rootnet, load_rootnet
@@ -76,8 +77,8 @@ class SplitData:
             raise ValueError(f"source {source.name!r} has no split {split!r} (has {source.splits})")
         if fps not in (5, 30):
             raise ValueError(f"fps must be 5 or 30, got {fps}")
-        self.source, self.root, self.split, self.fps = source, os.path.abspath(root), split, fps
-        self.data_file = os.path.join(self.root, source.data_file[split])
+        self.source, self.root, self.split, self.fps = source, fsio.root_path(root), split, fps
+        self.data_file = fsio.join(self.root, source.data_file[split])
         self.problems: dict[int, str] = {}
         self._load_images(progress)
         self._load_annotations(progress)
@@ -139,7 +140,8 @@ class SplitData:
         self.seq_names, self.cam_names = list(seq_ix), list(cam_ix)
         self.img = {k: np.frombuffer(v, dtype=np.int64) if len(v) else np.zeros(0, np.int64) for k, v in ints.items()}
         self.img_cam_param = np.frombuffer(cam_param, dtype=np.float32).reshape(-1, 4) if inline else None
-        self.img_names, self.img_name_off = bytes(names), np.frombuffer(offsets, dtype=np.int64)
+        # file names as one uint8 array (not bytes): it travels to Ray's object store without a copy per worker
+        self.img_names, self.img_name_off = np.frombuffer(names, np.uint8), np.frombuffer(offsets, dtype=np.int64)
         ids = self.img["id"]
         if len(np.unique(ids)) != len(ids):
             raise ValueError(f"{self.data_file}: images[] has duplicate ids")
@@ -238,7 +240,7 @@ class SplitData:
                 self.problems.setdefault(int(r), reason)
 
     def _load_cameras(self):
-        path = os.path.join(self.root, self.source.camera_file.format(split=self.split))
+        path = fsio.join(self.root, self.source.camera_file.format(split=self.split))
         keys, params, bad = {}, [], {}
         for cap, c in stream_kvitems(path, ""):
             cams = c.get("campos", {}) if isinstance(c, dict) else {}
@@ -272,7 +274,7 @@ class SplitData:
         self._mark(self.img_camrow < 0, lambda img_row: pair_reason[int(inv.reshape(-1)[img_row])], "camera")
 
     def _load_frames(self):
-        path = os.path.join(self.root, self.source.joint_file.format(split=self.split))
+        path = fsio.join(self.root, self.source.joint_file.format(split=self.split))
         keys, world, bad = array("q"), [], {}
         for cap, frames in stream_kvitems(path, ""):
             for frame, v in (frames.items() if isinstance(frames, dict) else ()):
@@ -310,14 +312,15 @@ class SplitData:
     def _refuse_escaping_paths(self):
         """An image file_name that leads out of the images folder ('../../etc/passwd') is never read:
         its annotations are unusable, with the reason."""
-        if b".." not in self.img_names:
+        a = self.img_names
+        dots = np.flatnonzero((a[:-1] == ord(".")) & (a[1:] == ord(".")))  # where a '..' starts
+        if not len(dots):
             return
         prefix = self.source.image_file[self.split].split("{", 1)[0]
-        base = os.path.normpath(os.path.join(self.root, prefix))
+        base = fsio.normpath(fsio.join(self.root, prefix)) + fsio.sep(self.root)
         bad = np.zeros(len(self.img_name_off) - 1, bool)
-        for m in range(len(bad)):
-            if ".." in self.file_name(m):
-                bad[m] = not os.path.normpath(self.image_path(m)).startswith(base + os.sep)
+        for m in np.unique(np.searchsorted(self.img_name_off, dots, side="right") - 1):
+            bad[m] = not fsio.normpath(self.image_path(m)).startswith(base)
         self._mark(bad, lambda m: f"file_name {self.file_name(m)!r} leads outside {base}", "image")
 
     def _mark(self, bad_img, reason, what):
@@ -335,12 +338,12 @@ class SplitData:
         return len(self.annot_id)
 
     def file_name(self, img_row: int) -> str:
-        return self.img_names[self.img_name_off[img_row]:self.img_name_off[img_row + 1]].decode()
+        return self.img_names[self.img_name_off[img_row]:self.img_name_off[img_row + 1]].tobytes().decode()
 
     def image_path(self, img_row: int) -> str:
         t = self.source.image_file[self.split]
-        return os.path.join(self.root, t.format(file_name=self.file_name(img_row),
-                                                seq_name=self.seq_names[self.img["seq"][img_row]]))
+        return fsio.join(self.root, t.format(file_name=self.file_name(img_row),
+                                             seq_name=self.seq_names[self.img["seq"][img_row]]))
 
     def records(self, rows) -> list:
         """Records for annotation rows (any order); AnnotationError for a row with a problem."""

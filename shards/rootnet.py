@@ -2,10 +2,9 @@
 joined to the split's annotations by annot_id."""
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
+from . import fsio
 from .jsonstream import stream_items
 
 
@@ -15,13 +14,13 @@ def find_rootnet(rootnet: str | None, root: str, templates, fps: int) -> str | N
     if rootnet in (None, "", "none"):
         return None
     if rootnet != "auto":
-        if not os.path.isfile(rootnet):
+        if not fsio.isfile(rootnet):
             raise FileNotFoundError(f"RootNet file {rootnet} does not exist")
-        return os.path.abspath(rootnet)
+        return fsio.root_path(rootnet)
     suffix = "_30fps" if fps == 30 else ""
     for t in templates:
-        p = os.path.normpath(os.path.join(root, t.format(fps=suffix)))
-        if os.path.isfile(p):
+        p = fsio.normpath(fsio.join(root, t.format(fps=suffix)))
+        if fsio.isfile(p):
             return p
     return None
 
@@ -45,6 +44,6 @@ def load_rootnet(path: str, annot_id: np.ndarray, floats) -> tuple[np.ndarray, n
         p = np.searchsorted(annot_id[order], aid)
         if p < n and annot_id[order][p] == aid:
             bbox[order[p]], depth[order[p]] = b, d
-    base = os.path.basename(path)
+    base = fsio.basename(path)
     problems = {int(r): f"{base}: no RootNet entry for annotation {annot_id[r]}" for r in np.flatnonzero(np.isnan(bbox[:, 0]))}
     return bbox, depth, problems

@@ -21,11 +21,20 @@ Layout of OUT/<split>/ (OUT: a local path or any fsspec URL):
         left, interacting}, "skipped", "skipped_by_kind"}, "skipped": [{"annot_id", "kind",
         "reason"}], "shards": [{"tar", "idx", "count", "bytes", "sha256", "idx_sha256",
         "hand_type": {...}, "skipped": [...]}]}. Shards with count 0 have no files.
+  filestat.json  {"format": "interhand-shards-filestat", "written_ns", "files": {name: [size,
+        mtime_ns, sha256]}}: how each finished shard file looked on this file system when it was
+        written or last checked (kept apart from the manifest, which stays byte-identical for the
+        same input and seed).
 Writes go to a temporary name (unique per process) and are renamed. A re-run with the same arguments
-keeps the shards the manifest lists whose files still match their sha256 and whose images are as
-they were (size + mtime of each, the shard's "images" fingerprint), and writes only the rest; it
-removes only files an earlier run wrote (listed in its manifest, or its temporary names). Each image
-is checked (verify) and its size compared with data.json's width/height.
+keeps the shards the manifest lists whose images are as they were (size + mtime of each, the shard's
+"images" fingerprint) and whose files are intact, and writes only the rest; it removes only files an
+earlier run wrote (listed in its manifest, or its temporary names). Intact: size and mtime as
+filestat.json recorded them (a file changed within RACY_NS of that record, or on a file system
+without mtimes, is checked by content as git does), else the sha256 of its bytes; verify_existing
+(--verify-existing) always reads and hashes them. Each image is checked (verify) and its size
+compared with data.json's width/height. The root may be a local path or any fsspec URL (shards.fsio).
+Worker processes on this machine write the shards (forked: they share the parsed split); with
+cluster="ray" (shards.cluster) Ray tasks across a cluster's nodes write them, byte for byte the same.
 """
 import hashlib
 import json
@@ -40,7 +49,7 @@ import fsspec
 import numpy as np
 from tqdm import tqdm
 
-from . import labels
+from . import fsio, labels
 from .datacheck import check_image, image_size
 from .index import ShardTar
 from .reader import AnnotationError, load_split
@@ -49,6 +58,8 @@ CONVERTER_VERSION = "3"  # 2: records carry mano / mano_cam; 3: per-shard image 
 EST_META_BYTES = 4 * 512 + 6144  # headers + json + lbl + ids per sample, for sizing shards by bytes
 VERIFY = ("full", "header", "none")
 _STATE = {}  # per process: the split data and options, inherited by forked workers (no pickling)
+FILESTAT = "filestat.json"
+RACY_NS = 1_000_000_000  # a file modified this close to its record is checked by content (mtime granularity)
 
 
 def _json_bytes(rec) -> bytes:
@@ -88,11 +99,10 @@ def _write_shard(job):
         for s in range(0, len(rows), 256):
             for rec in data.records(rows[s:s + 256]):
                 try:
-                    with open(rec["image_path"], "rb") as img:
-                        jpg = img.read()
+                    jpg = fsio.read_bytes(rec["image_path"])
                     reason = _image_problem(rec, jpg, st["verify"])
                 except OSError as e:
-                    reason = f"cannot read image ({e.strerror})"
+                    reason = f"cannot read image ({e.strerror or e})"
                 if reason:
                     msg = f"{rec['image_path']}: {reason}"
                     if st["strict"]:
@@ -112,14 +122,23 @@ def _write_shard(job):
     if not tar.samples:  # nothing usable: no files (DALI rejects an empty tar)
         fs.rm(tar_tmp)
         entry["bytes"], entry["sha256"] = 0, None
-        return no, entry
+        return no, entry, {}
     idx = tar.index_text().encode()
     entry["idx_sha256"] = hashlib.sha256(idx).hexdigest()
     with fs.open(idx_tmp, "wb") as f:
         f.write(idx)
     fs.mv(idx_tmp, idx_path)
     fs.mv(tar_tmp, tar_path)
-    return no, entry
+    return no, entry, {entry["tar"]: [*_file_stat(fs, tar_path), sha], entry["idx"]: [*_file_stat(fs, idx_path), entry["idx_sha256"]]}
+
+
+def _file_stat(fs, path) -> tuple[int, int]:
+    """(size, mtime_ns) of an output file; FileNotFoundError when it is not there."""
+    if isinstance(fs, fsspec.implementations.local.LocalFileSystem):
+        st = os.stat(path)
+        return st.st_size, st.st_mtime_ns
+    info = fs.info(path)
+    return int(info["size"]), fsio.mtime_ns(info)
 
 
 def _sha256(fs, path):
@@ -130,27 +149,35 @@ def _sha256(fs, path):
     return h.hexdigest()
 
 
-def _verify_shard(entry):
-    """Worker: is a shard listed in the old manifest still intact?"""
+def _verify_shard(job):
+    """Worker: is a shard listed in the old manifest still intact? job: (entry, {file name: [size,
+    mtime_ns, sha256] as filestat.json recorded it}, the record's written_ns). Returns (intact, the
+    files' records now)."""
+    entry, recorded, written_ns = job
     fs, d = _STATE["fs"], _STATE["out_dir"]
     if entry["count"] == 0:
-        return True
-    tar, idx = f"{d}/{entry['tar']}", f"{d}/{entry['idx']}"
-    return (fs.exists(tar) and fs.exists(idx) and fs.size(tar) == entry["bytes"]
-            and _sha256(fs, tar) == entry["sha256"] and _sha256(fs, idx) == entry["idx_sha256"])
+        return True, {}
+    now = {}
+    for key, sha, size in (("tar", entry["sha256"], entry["bytes"]), ("idx", entry["idx_sha256"], None)):
+        path = f"{d}/{entry[key]}"
+        try:
+            st = [*_file_stat(fs, path), sha]
+        except FileNotFoundError:
+            return False, {}
+        if size is not None and st[0] != size:
+            return False, {}
+        trusted = (not _STATE.get("verify_existing") and st == recorded.get(entry[key])
+                   and 0 < st[1] < written_ns - RACY_NS)
+        if not trusted and _sha256(fs, path) != sha:
+            return False, {}
+        now[entry[key]] = st
+    return True, now
 
 
 def _stat_images(rows):
     """Worker: (size, mtime_ns) of the image files of annotation rows, (2, len(rows)); size -1 when missing."""
     data = _STATE["data"]
-    out = np.empty((2, len(rows)), np.int64)
-    for i, r in enumerate(rows):
-        try:
-            st = os.stat(data.image_path(int(data.ann_img[r])))
-            out[:, i] = st.st_size, st.st_mtime_ns
-        except OSError:
-            out[:, i] = -1, 0
-    return out
+    return fsio.stat_many([data.image_path(int(data.ann_img[r])) for r in rows])
 
 
 def _images_fingerprint(annot_id, stats) -> str:
@@ -183,17 +210,43 @@ def _die_with_parent():
         pass
 
 
+def _init_worker():
+    """Worker initializer: die with the converter, and a file system of the worker's own. An async
+    fsspec file system (s3fs, gcsfs) runs its I/O on an event-loop thread that fork does not copy
+    ("This class is not fork-safe"); the same class and options make a fresh one (fsspec caches
+    instances per process)."""
+    _die_with_parent()
+    fs = _STATE.get("fs")
+    if fs is not None:
+        _STATE["fs"] = type(fs)(*fs.storage_args, **fs.storage_options)
+
+
 class _Pool:
     """Forked worker processes sharing the parsed split; in-process when workers == 1."""
 
     def __init__(self, workers):
-        self.pool = mp.get_context("fork").Pool(workers, initializer=_die_with_parent) if workers > 1 else None
+        self.pool = mp.get_context("fork").Pool(workers, initializer=_init_worker) if workers > 1 else None
+
+        self.workers = workers
 
     def map(self, fn, jobs):
         return self.pool.map(fn, jobs, chunksize=1) if self.pool else [fn(j) for j in jobs]
 
-    def imap(self, fn, jobs):
-        return self.pool.imap_unordered(fn, jobs, chunksize=1) if self.pool else (fn(j) for j in jobs)
+    def results(self, todo, bar):
+        """Yield _write_shard's (shard no, entry, file records) as workers finish, ticking the progress
+        bar from the shared counter."""
+        counter = _STATE["counter"]
+        it = self.pool.imap_unordered(_write_shard, todo, chunksize=1) if self.pool else (_write_shard(j) for j in todo)
+        while True:
+            try:
+                res = it.next(timeout=0.5) if self.pool else next(it)
+            except mp.TimeoutError:
+                res = None
+            except StopIteration:
+                return
+            bar.update(counter.value - bar.n)
+            if res is not None:
+                yield res
 
     def close(self):
         if self.pool:
@@ -204,8 +257,8 @@ class _Pool:
 def _fingerprint(data) -> dict:
     files = [data.data_file, data.rootnet_file]
     if data.source.world:
-        files += [os.path.join(data.root, t.format(split=data.split)) for t in (data.source.camera_file, data.source.joint_file)]
-    return {os.path.basename(p): [os.path.getsize(p), os.stat(p).st_mtime_ns] for p in files if p}
+        files += [fsio.join(data.root, t.format(split=data.split)) for t in (data.source.camera_file, data.source.joint_file)]
+    return {fsio.basename(p): list(fsio.stat(p)) for p in files if p}
 
 
 def _write_json(fs, path, obj):
@@ -215,7 +268,7 @@ def _write_json(fs, path, obj):
     fs.mv(tmp, path)
 
 
-def _old_manifest(fs, path):
+def _old_json(fs, path):
     if not fs.exists(path):
         return None
     try:
@@ -229,34 +282,47 @@ def _remove_stale(fs, out_dir, split, old: dict | None, keep: set):
     """Delete what an earlier run of this converter wrote and the new plan does not keep: the shard
     files its manifest lists, and our temporary files. Nothing else in the folder is touched."""
     ours = {e[k] for e in (old or {}).get("shards") or () if isinstance(e, dict) for k in ("tar", "idx") if k in e}
-    tmp = re.compile(rf"^\.({re.escape(split)}-\d{{6}}\.(tar|idx)|manifest\.json)\.\d+-[0-9a-f]{{8}}\.tmp$")
-    for p in fs.ls(out_dir, detail=False):
+    tmp = re.compile(rf"^\.({re.escape(split)}-\d{{6}}\.(tar|idx)|manifest\.json|filestat\.json)\.\d+-[0-9a-f]{{8}}\.tmp$")
+    try:
+        listed = fs.ls(out_dir, detail=False)
+    except FileNotFoundError:  # object stores have no empty folders: nothing written there yet
+        return
+    for p in listed:
         name = p.rsplit("/", 1)[-1]
         if (name in ours and name not in keep) or tmp.match(name):
             fs.rm(p)
 
 
-def _results(pool, todo, bar):
-    """Yield (shard no, entry) as workers finish, ticking the progress bar from the shared counter."""
-    counter = _STATE["counter"]
-    it = pool.imap(_write_shard, todo)
-    while True:
-        try:
-            res = it.next(timeout=0.5) if pool.pool else next(it)
-        except mp.TimeoutError:
-            res = None
-        except StopIteration:
-            return
-        bar.update(counter.value - bar.n)
-        if res is not None:
-            yield res
+def _write_state(fs, out_dir, man, filestat):
+    """The manifest, then the file records of its shards (filestat.json, see the module docstring)."""
+    _write_json(fs, out_dir + "/manifest.json", man)
+    names = {e[k] for e in man["shards"] if e is not None and e["count"] for k in ("tar", "idx")}
+    _write_json(fs, out_dir + "/" + FILESTAT, {"format": "interhand-shards-filestat", "written_ns": time.time_ns(),
+                                               "files": {n: filestat[n] for n in sorted(names) if n in filestat}})
+
+
+def _keep_finished(pool, fs, out_dir, old, man, jobs) -> dict:
+    """Put the old manifest's shards that are still good into `man` (same plan: images as they were,
+    files intact); returns their file records."""
+    rec = _old_json(fs, out_dir + "/" + FILESTAT) or {}
+    files, written = rec.get("files") or {}, int(rec.get("written_ns") or 0)
+    listed = [(i, e) for i, e in enumerate(old["shards"]) if e is not None and e.get("images") == jobs[i][2]]
+    checks = [(e, {e[k]: files.get(e[k]) for k in ("tar", "idx") if e.get(k)}, written) for _, e in listed]
+    filestat = {}
+    for (i, e), (ok, now) in zip(listed, pool.map(_verify_shard, checks)):
+        if ok:
+            man["shards"][i] = e
+            filestat.update(now)
+    return filestat
 
 
 def convert_split(source, root: str, out: str, split: str, *, rootnet: str | None = "auto", fps: int = 5,
                   shard_size: int | None = 512 << 20, shard_count: int | None = None, workers: int | None = None,
                   seed: int = 0, strict: bool = False, verify: str = "full", progress: bool = True,
-                  mano: str | None = None) -> dict:
-    """Convert one split to OUT/<split>/ (layout in the module docstring); returns the manifest."""
+                  mano: str | None = None, verify_existing: bool = False, cluster: str | None = None) -> dict:
+    """Convert one split to OUT/<split>/ (layout in the module docstring); returns the manifest.
+    cluster: None (forked worker processes on this machine), or "ray", "auto", "ray://HOST:PORT":
+    the shards are written by Ray tasks (shards.cluster; workers then sizes a Ray instance started here)."""
     if verify not in VERIFY:
         raise ValueError(f"verify must be one of {VERIFY}, got {verify!r}")
     if not shard_size and not shard_count:
@@ -264,8 +330,10 @@ def convert_split(source, root: str, out: str, split: str, *, rootnet: str | Non
     workers = workers or os.cpu_count() or 1
     fs, base = fsspec.core.url_to_fs(out)
     protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    if workers > 1 and "memory" in protocols:
-        raise ValueError("memory:// file systems live in one process: use workers=1")
+    if (workers > 1 or cluster) and "memory" in protocols:
+        raise ValueError("memory:// file systems live in one process: use workers=1 (and no cluster)")
+    if cluster and str(root).startswith("memory://"):
+        raise ValueError("a memory:// root lives in this process: a cluster's nodes cannot read it")
     out_dir = base.rstrip("/") + "/" + split
     fs.makedirs(out_dir, exist_ok=True)
     t0 = time.time()
@@ -280,10 +348,15 @@ def convert_split(source, root: str, out: str, split: str, *, rootnet: str | Non
     order = good[np.random.default_rng(seed).permutation(len(good))]
     _STATE.clear()
     _STATE.update(data=data, fs=fs, out_dir=out_dir, split=split, verify=verify, strict=strict,
-                  counter=mp.get_context("fork").Value("q", 0))
-    pool = _Pool(workers)
+                  verify_existing=verify_existing, counter=None if cluster else mp.get_context("fork").Value("q", 0))
+    if cluster:
+        from .cluster import RayPool
+        pool = RayPool(cluster, _STATE, workers)
+        data = _STATE["data"]  # now the object store's copy: the parse's own arrays are freed
+    else:
+        pool = _Pool(workers)
     try:
-        chunks = np.array_split(order, max(1, min(len(order) // 4096, 64 * workers)))
+        chunks = np.array_split(order, max(1, min(len(order) // 4096, 64 * pool.workers)))
         stats = np.concatenate(pool.map(_stat_images, chunks), axis=1) if len(order) else np.zeros((2, 0), np.int64)
         sizes = stats[0]
         for r in order[sizes < 0]:
@@ -303,25 +376,24 @@ def convert_split(source, root: str, out: str, split: str, *, rootnet: str | Non
                            "shard_size": shard_size, "shard_count": shard_count, "verify": verify,
                            "mano": data.mano.model_dir},
                "inputs": {**_fingerprint(data), **data.mano.fingerprint()}, "plan": plan.hexdigest(), "shards": [None] * len(jobs)}
-        man_path = out_dir + "/manifest.json"
-        old = _old_manifest(fs, man_path)
+        old = _old_json(fs, out_dir + "/manifest.json")
+        filestat = {}
         if old and all(old.get(k) == man[k] for k in ("version", "options", "inputs", "plan")):
-            # a shard is kept when its images are as they were (size + mtime) and its files intact
-            listed = [(i, e) for i, e in enumerate(old["shards"]) if e is not None and e.get("images") == jobs[i][2]]
-            for (i, e), ok in zip(listed, pool.map(_verify_shard, [e for _, e in listed])):
-                man["shards"][i] = e if ok else None
+            filestat = _keep_finished(pool, fs, out_dir, old, man, jobs)
         kept = {e[k] for e in man["shards"] if e is not None and e["count"] for k in ("tar", "idx")}
         _remove_stale(fs, out_dir, split, old, kept)
-        _write_json(fs, man_path, man)
+        _write_state(fs, out_dir, man, filestat)
         todo = [j for j in jobs if man["shards"][j[0]] is None]
         t_plan = time.time()
         n_kept = len(jobs) - len(todo)
         bar = tqdm(total=sum(len(j[1]) for j in todo), unit="sample", desc=f"{data.source.name} {split}",
                    disable=not progress, smoothing=0.1)
-        for no, entry in _results(pool, todo, bar):
+        for no, entry, files in pool.results(todo, bar):
             man["shards"][no] = entry
-            _write_json(fs, man_path, man)  # after every shard: an interrupted run loses no finished shard
+            filestat.update(files)
+            _write_state(fs, out_dir, man, filestat)  # after every shard: an interrupted run loses no finished shard
         bar.close()
+        _remove_stale(fs, out_dir, split, None, set())  # temporary files of attempts that died (a killed task)
     finally:
         pool.close()
     entries = man["shards"]
@@ -335,7 +407,8 @@ def convert_split(source, root: str, out: str, split: str, *, rootnet: str | Non
                      "skipped": len(skipped), "skipped_by_kind": kinds}
     man["skipped"] = skipped
     man["complete"] = True
-    _write_json(fs, man_path, man)
+    _write_state(fs, out_dir, man, filestat)
     man["_run"] = {"seconds": time.time() - t0, "parse_s": t_parse - t0, "plan_s": t_plan - t_parse,
-                   "write_s": time.time() - t_plan, "shards_kept": n_kept, "shards_written": len(jobs) - n_kept}
+                   "write_s": time.time() - t_plan, "shards_kept": n_kept, "shards_written": len(jobs) - n_kept,
+                   "cluster": cluster or "local"}
     return man

@@ -301,4 +301,4 @@ def test_the_converter_removes_only_what_it_wrote(tmp_path):
     assert all((out / name).read_bytes() == data for name, data in foreign.items()) and not ours.exists()
     man = json.loads((out / "manifest.json").read_text())
     listed = {e[k] for e in man["shards"] for k in ("tar", "idx")}
-    assert {p.name for p in out.iterdir()} == listed | set(foreign) | {"manifest.json"}
+    assert {p.name for p in out.iterdir()} == listed | set(foreign) | {"manifest.json", "filestat.json"}

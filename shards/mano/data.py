@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import fsio
 from ..jsonstream import stream_items, stream_kvitems
 from .model import SIDES, ManoError
 
@@ -23,7 +24,7 @@ _SHIFT = np.int64(1) << np.int64(32)
 
 
 def annotation_file(root, split, kind) -> str:
-    return os.path.join(os.path.abspath(os.fspath(root)), "annotations", split, f"InterHand2.6M_{split}_{kind}.json")
+    return fsio.join(fsio.root_path(os.fspath(root)), "annotations", split, f"InterHand2.6M_{split}_{kind}.json")
 
 
 def frame_key(capture, frame):
@@ -91,9 +92,9 @@ def load_images(path) -> dict:
 
 
 def load_cameras(path) -> dict:
-    if not os.path.isfile(path):
+    if not fsio.isfile(path):
         raise FileNotFoundError(f"{path}: annotation file not found")
-    with open(path) as f:
+    with fsio.open_input(path) as f:
         raw = json.load(f)
     out = {}
     for cap, c in raw.items():

@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 
+from .. import fsio
 from .convert import convert_params
 from .data import annotation_file, frame_key, load_cameras, load_mano_params
 from .model import SIDES, ManoError, load_models, mano_dir
@@ -20,7 +21,7 @@ from .model import SIDES, ManoError, load_models, mano_dir
 class ManoRecords:
     def __init__(self, root, split, world_source: bool, mano=None):
         path = annotation_file(root, split, "MANO_NeuralAnnot") if world_source else None
-        self.path = path if path and os.path.isfile(path) else None
+        self.path = path if path and fsio.isfile(path) else None
         self.model_dir = mano_dir(mano) if mano else None
         if mano and self.path is None:
             raise ManoError(f"{path or root}: no MANO parameters file for split {split!r} (--mano needs one)")
@@ -38,7 +39,7 @@ class ManoRecords:
         """{file name: [size, mtime_ns]} of the inputs (the manifest's "inputs")."""
         files = [self.path] + ([os.path.join(self.model_dir, f"MANO_{s.upper()}.pkl") for s in SIDES]
                                if self.model_dir else [])
-        return {os.path.basename(p): [os.path.getsize(p), os.stat(p).st_mtime_ns] for p in files if p}
+        return {fsio.basename(p): list(fsio.stat(p)) for p in files if p}
 
     def annotate(self, recs):
         """Add "mano" and "mano_cam" to records (dicts with capture, frame_idx, camera) in place."""
