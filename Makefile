@@ -48,7 +48,7 @@ $(VENV)/.ready: pyproject.toml Makefile
 	  torch=$${TORCH:-$(TORCH_CPU)}; dali=$${DALI:-nvidia-dali-cuda120==$(DALI_VERSION)}; \
 	  echo "setup: no GPU: $$torch, $$dali (CPU operators)"; $(BIN)/pip install -q "$$torch" "$$dali"; \
 	fi
-	$(BIN)/pip install -q -e ".[test,detect]"
+	$(BIN)/pip install -q -e ".[test,detect,cluster]"
 	@# [detect]'s mediapipe pulls opencv-contrib-python, whose GUI cv2 (needs libGL, X11) overwrites the
 	@# headless cv2's files; mediapipe runs on the headless build, so put that back alone.
 	@if $(BIN)/pip show -q opencv-contrib-python >/dev/null 2>&1; then \
