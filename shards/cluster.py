@@ -38,22 +38,26 @@ def _task(ctx, fn_name, job):
     return getattr(writer, fn_name)(job)
 
 
+def address(cluster: str) -> str:
+    """ray.init's address for a --cluster value ("local": start a Ray instance here); ValueError if bad."""
+    if cluster == "ray":
+        return os.environ.get("RAY_ADDRESS") or "local"
+    if cluster == "auto" or (cluster.startswith("ray://") and len(cluster) > len("ray://")):
+        return cluster
+    raise ValueError(f"--cluster must be ray, auto or ray://HOST:PORT, got {cluster!r}")
+
+
 def connect(cluster: str, workers: int):
     """ray.init for a --cluster value; -> (the ray module, whether this call connected)."""
+    where = address(cluster)  # "local": start a Ray instance here
     try:
         import ray
     except ImportError:
         raise RuntimeError("--cluster needs Ray: pip install -e '.[cluster]' (make setup installs it)") from None
     if ray.is_initialized():  # the caller's own connection (e.g. a test's local cluster)
         return ray, False
-    if cluster == "ray":
-        address = os.environ.get("RAY_ADDRESS") or "local"
-    elif cluster == "auto" or cluster.startswith("ray://"):
-        address = cluster
-    else:
-        raise ValueError(f"--cluster must be ray, auto or ray://HOST:PORT, got {cluster!r}")
-    local = {"num_cpus": workers, "include_dashboard": False} if address == "local" else {}
-    ray.init(address=address, logging_level="WARNING", **local)
+    local = {"num_cpus": workers, "include_dashboard": False} if where == "local" else {}
+    ray.init(address=where, logging_level="WARNING", **local)
     return ray, True
 
 

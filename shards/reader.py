@@ -317,10 +317,10 @@ class SplitData:
         if not len(dots):
             return
         prefix = self.source.image_file[self.split].split("{", 1)[0]
-        base = fsio.normpath(fsio.join(self.root, prefix)) + fsio.sep(self.root)
+        base = fsio.normpath(fsio.join(self.root, prefix))
         bad = np.zeros(len(self.img_name_off) - 1, bool)
         for m in np.unique(np.searchsorted(self.img_name_off, dots, side="right") - 1):
-            bad[m] = not fsio.normpath(self.image_path(m)).startswith(base)
+            bad[m] = not fsio.normpath(self.image_path(m)).startswith(base + fsio.sep(self.root))
         self._mark(bad, lambda m: f"file_name {self.file_name(m)!r} leads outside {base}", "image")
 
     def _mark(self, bad_img, reason, what):

@@ -332,8 +332,11 @@ def convert_split(source, root: str, out: str, split: str, *, rootnet: str | Non
     protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
     if (workers > 1 or cluster) and "memory" in protocols:
         raise ValueError("memory:// file systems live in one process: use workers=1 (and no cluster)")
-    if cluster and str(root).startswith("memory://"):
-        raise ValueError("a memory:// root lives in this process: a cluster's nodes cannot read it")
+    if cluster:
+        from .cluster import address
+        address(cluster)  # a bad value fails before the parse
+        if str(root).startswith("memory://"):
+            raise ValueError("a memory:// root lives in this process: a cluster's nodes cannot read it")
     out_dir = base.rstrip("/") + "/" + split
     fs.makedirs(out_dir, exist_ok=True)
     t0 = time.time()
