@@ -30,6 +30,9 @@ from .graph import WARPS, build_pipeline
 from .targets import finish_images, invert_affine, make_targets
 
 _NONE = np.iinfo(np.int64).min  # no annot_id
+# DALI's webdataset reader opens local files and s3:// objects itself (the AWS SDK: endpoint, region and
+# credentials from the standard AWS variables or ~/.aws, as s3fs, which reads the manifest, does).
+DALI_URLS = ("file://", "s3://")
 SPARE_BUFFERS = 3  # CPU output buffers kept for reuse: the batch in use, the one before, one more
 
 
@@ -74,10 +77,14 @@ class Loader:
             raise ValueError(f"rank {rank} is outside world_size {world_size}")
         if use_rootnet and train:
             raise ValueError("use_rootnet takes the RootNet bbox, which is for evaluation only (train=False)")
-        if "://" in str(split_dir) and not str(split_dir).startswith("file://"):
-            raise ValueError(f"{split_dir}: the loader reads local shard folders (DALI reads local files)")
+        if "://" in str(split_dir) and not str(split_dir).startswith(DALI_URLS):
+            raise ValueError(f"{split_dir}: the loader reads local folders and s3:// URLs (DALI's reader reads those "
+                             "itself); copy the split to one of them")
         self.split = open_split(str(split_dir).removeprefix("file://"))
         self.split_dir = self.split.url
+        if "://" in self.split_dir:  # an object store pays one request per member read: a shuffle buffer
+            # larger than this rank's part would read all of it several times before the first batch
+            initial_fill = max(1, min(initial_fill, self.split.num_samples // world_size))
         self.device = torch.device(device)
         self.batch_size, self.train, self.rank, self.world_size = batch_size, train, rank, world_size
         self.progress = progress  # a progress bar while scanning the shards after a DALI failure
@@ -284,7 +291,8 @@ class Loader:
 def build_loader(split_dir, config, *, batch_size: int, train: bool, device, rank: int = 0, world_size: int = 1,
                  seed: int = 0, num_threads: int | None = None, use_rootnet: bool = False,
                  hw_decoder_load: float = 0.65, prefetch: int = 2, progress: bool = True, **testing) -> Loader:
-    """The data loader of one split folder (OUT/<split>/: its manifest.json, read by shards.index.open_split).
+    """The data loader of one split folder (OUT/<split>/: its manifest.json, read by shards.index.open_split),
+    local or s3://BUCKET/... (DALI reads the objects itself; tests/test_s3.py runs it against a local S3 server).
 
     config: the model's geometry, a model.ModelConfig (any object with input_size, heatmap_size
     (D, H, W), root_bins, depth_range_mm and root_depth_range_mm will do): the patch size and the

@@ -1,0 +1,194 @@
+"""Object storage end to end against a real S3-compatible server (moto's, its own process on
+127.0.0.1; tests/s3_fixtures.py) through s3fs and DALI: shards written to a bucket equal the local
+conversion byte for byte (1 and 2 worker processes), read back by every reader; resume after an
+interrupted write; evaluation's ground truth from the bucket; DALI reading s3:// itself; training and
+`eval --checkpoint` straight from the bucket; the credentials in no file and no log."""
+import hashlib
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+from shards import writer
+from shards.__main__ import main as shards_main
+from shards.index import iter_shard_samples, open_split
+from tests.s3_fixtures import ACCESS_KEY, SECRET, s3, s3_server  # noqa: F401  (fixtures)
+from tests.test_reader import write_interhand
+from tests.test_shards import convert, digest
+from tests.test_train_fixtures import FAST, REPO, python, train_shards
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("s3data") / "data"
+    write_interhand(root, split="val")
+    return root
+
+
+@pytest.fixture(scope="module")
+def local(data_root, tmp_path_factory):
+    """The local conversion of the same input and seed, 2 samples per shard."""
+    out = tmp_path_factory.mktemp("s3local")
+    convert(data_root, out, shard_count=2)
+    return out / "val"
+
+
+def bucket_digest(s3, url):
+    """{name: sha256} of the .tar/.idx objects under a bucket URL (as tests.test_shards.digest)."""
+    return {p.rsplit("/", 1)[1]: hashlib.sha256(s3.fs.cat(p)).hexdigest()
+            for p in sorted(s3.fs.ls(url, detail=False)) if p.endswith((".tar", ".idx"))}
+
+
+def assert_no_credentials(texts=(), folders=()):
+    """Neither key appears in the given strings nor in any file under the folders."""
+    for i, t in enumerate(texts):
+        assert SECRET not in t and ACCESS_KEY not in t, f"a credential in captured output #{i}"
+    for folder in folders:
+        files = [os.path.join(d, n) for d, _, names in os.walk(folder) for n in names]
+        assert files, folder
+        for p in files:
+            data = open(p, "rb").read()
+            assert SECRET.encode() not in data and ACCESS_KEY.encode() not in data, f"a credential in {p}"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_shards_in_a_bucket_equal_the_local_ones(s3, data_root, local, workers, capfd):
+    """`python -m shards --out s3://...` (forked workers open the bucket with their own s3fs), then
+    every reader of the split on the bucket: the same bytes and manifest as the local conversion."""
+    assert shards_main(["--source", "interhand", "--root", str(data_root), "--out", s3.url("shards"), "--splits", "val",
+                        "--shard-count", "2", "--workers", str(workers), "--quiet"]) in (0, None)
+    url = s3.url("shards/val")
+    assert bucket_digest(s3, url) == digest(local) and len(digest(local)) == 12
+    assert not [p for p in s3.fs.ls(url, detail=False) if p.endswith(".tmp")]
+    split, want = open_split(url), open_split(str(local))
+    assert split.manifest == want.manifest and split.tars == [f"{url}/{os.path.basename(t)}" for t in want.tars]
+    for s in split.shards:  # the manifest's checksums hold for the objects
+        assert hashlib.sha256(s3.fs.cat(s["tar"])).hexdigest() == s["sha256"] and s3.fs.size(s["tar"]) == s["bytes"]
+        assert hashlib.sha256(s3.fs.cat(s["idx"])).hexdigest() == s["idx_sha256"]
+    got, ref = list(iter_shard_samples(url)), list(iter_shard_samples(str(local)))
+    assert len(got) == 12 and got == ref
+    assert_no_credentials([s3.fs.cat(f"{url}/manifest.json").decode(), *capfd.readouterr()])
+
+
+def test_resume_after_an_interrupted_write_to_a_bucket(s3, data_root, local, monkeypatch):
+    """tests/test_shards.py::test_resume_after_interruption on the bucket: a run stopped after three
+    shards, one finished shard then garbled and a killed run's temporary object left behind; the
+    re-run keeps the two intact shards, rewrites the rest and removes the leftover."""
+    out, url = s3.url("out"), s3.url("out/val")
+    real, calls = writer._write_shard, []
+
+    def crash_after_three(job):
+        if len(calls) == 3:
+            raise KeyboardInterrupt("simulated interruption")
+        calls.append(job[0])
+        return real(job)
+    monkeypatch.setattr(writer, "_write_shard", crash_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        convert(data_root, out, shard_count=2)
+    monkeypatch.setattr(writer, "_write_shard", real)
+    man = json.loads(s3.fs.cat(f"{url}/manifest.json"))
+    assert not man["complete"] and sum(s is not None for s in man["shards"]) == 3
+    with pytest.raises(ValueError, match="did not finish"):
+        open_split(url)
+    tar = bytearray(s3.fs.cat(f"{url}/val-000001.tar"))
+    tar[600:602] = b"XX"
+    s3.fs.pipe(f"{url}/val-000001.tar", bytes(tar))  # corrupt a finished shard
+    s3.fs.pipe(f"{url}/.val-000005.tar.999-0123abcd.tmp", b"partial")  # a killed run's leftover
+    s3.fs.pipe(f"{url}/notes.txt", b"not ours")  # a foreign object stays
+    kept_etag = s3.fs.info(f"{url}/val-000000.tar")["ETag"]
+    man = convert(data_root, out, shard_count=2)
+    assert man["_run"] == {**man["_run"], "shards_kept": 2, "shards_written": 4}
+    assert s3.fs.info(f"{url}/val-000000.tar")["ETag"] == kept_etag
+    assert bucket_digest(s3, url) == digest(local)
+    assert sorted(p.rsplit("/", 1)[1] for p in s3.fs.ls(url, detail=False) if not p.endswith((".tar", ".idx"))) == [
+        "filestat.json", "manifest.json", "notes.txt"]
+    assert convert(data_root, out, shard_count=2)["_run"]["shards_kept"] == 6  # finished: nothing to redo
+
+
+def test_eval_ground_truth_from_the_bucket(s3, local, tmp_path):
+    """`python -m eval --predictions ... --shards s3://...` (its own process, the AWS variables only)
+    gives the metrics of the same predictions on the local shards; best/worst read JPEGs from the bucket."""
+    from eval.__main__ import main as eval_main
+    from eval.gt import load_gt
+
+    s3.fs.put(str(local) + "/", s3.url("shards/val"), recursive=True)
+    gt_local, gt = load_gt(str(local), progress=False), load_gt(s3.url("shards/val"), progress=False)
+    for k in gt_local:
+        if k != "tars":
+            np.testing.assert_array_equal(gt[k], gt_local[k], err_msg=k)
+    rng = np.random.default_rng(0)
+    preds = tmp_path / "preds.npz"
+    np.savez(preds, annot_id=gt_local["annot_id"], hand_type=rng.uniform(0, 1, (len(gt_local["annot_id"]), 2)),
+             joint_cam=gt_local["joint_cam"] + rng.normal(0, 20, gt_local["joint_cam"].shape))
+    res = subprocess.run([python(), "-m", "eval", "--predictions", str(preds), "--shards", s3.url("shards"),
+                          "--split", "val", "--out", str(tmp_path / "bucket"), "--pictures", "2", "--quiet"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    eval_main(["--predictions", str(preds), "--shards", str(local.parent), "--split", "val",
+               "--out", str(tmp_path / "local"), "--pictures", "0", "--quiet"])
+    got, want = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("bucket", "local"))
+    assert got.pop("meta")["shards"] == s3.url("shards") and want.pop("meta")
+    assert got == want and 0 < got["mpjpe_all"] < 100
+    assert (tmp_path / "bucket" / "worst.png").stat().st_size > 1000
+    assert_no_credentials([res.stdout, res.stderr], [tmp_path / "bucket"])
+
+
+def test_dali_reads_every_sample_from_the_bucket(s3, local):
+    """DALI's fn.readers.webdataset opens s3:// tars and index files itself (the AWS SDK for C++, endpoint
+    and keys from the AWS variables): every sample, byte for byte."""
+    from nvidia.dali import fn, pipeline_def, types
+
+    s3.fs.put(str(local) + "/", s3.url("shards/val"), recursive=True)
+    split = open_split(s3.url("shards/val"))
+    assert all(t.startswith("s3://") for t in split.tars + split.idxs)
+
+    @pipeline_def(batch_size=4, num_threads=1, device_id=None)
+    def pipe():
+        return tuple(fn.readers.webdataset(paths=split.tars, index_paths=split.idxs, ext=["jpg", "lbl", "ids"],
+                                           dtypes=[types.UINT8, types.FLOAT, types.INT64],
+                                           missing_component_behavior="error", name="r"))
+    p = pipe()
+    p.build()
+    assert p.epoch_size("r") == 12
+    want = {int(k): (lbl, jpg) for k, _, lbl, _, jpg in iter_shard_samples(str(local))}
+    got = {}
+    for _ in range(3):
+        for jpg, lbl, ids in zip(*(list(o) for o in p.run())):
+            got[int(np.array(ids)[0])] = (np.array(lbl).tobytes(), np.array(jpg).tobytes())
+    assert got == want
+
+
+def test_train_and_evaluate_from_the_bucket(s3, tmp_path_factory, tmp_path):
+    """`train/main.py --shards s3://...` (two steps of the tiny model) and `python -m eval --checkpoint`
+    on the bucket's val split, each in its own process; the keys are in no file of the run or
+    evaluation folders and in none of their output."""
+    shards = train_shards(tmp_path_factory)
+    for split in ("train", "val"):
+        s3.fs.put(str(shards / split) + "/", s3.url(f"shards/{split}"), recursive=True)
+    run, ev = tmp_path / "run", tmp_path / "eval"
+    res = subprocess.run([python(), str(REPO / "train" / "main.py"), f"--shards={s3.url('shards')}", f"--out={run}",
+                          *FAST, "--max_steps=2", "--val_every=0", "--ckpt_every=1"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    n_train = open_split(s3.url("shards/train")).num_samples
+    assert "finished at step 2" in res.stdout and f"train: {n_train} samples" in res.stdout
+    assert json.loads((run / "config.json").read_text())["shards"] == s3.url("shards")
+    assert (run / "final.pt").is_file() and (run / "checkpoints" / "step_00000002.pt").is_file()
+    res2 = subprocess.run([python(), "-m", "eval", "--checkpoint", str(run / "final.pt"), "--shards", s3.url("shards"),
+                           "--split", "val", "--out", str(ev), "--device", "cpu", "--batch-size", "8",
+                           "--pictures", "1", "--quiet"], cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert res2.returncode == 0, res2.stderr[-3000:]
+    metrics = json.loads((ev / "metrics.json").read_text())
+    assert metrics["num_samples"] == open_split(s3.url("shards/val")).num_samples == 26
+    assert len(np.load(ev / "predictions.npz")["annot_id"]) == 26
+    assert_no_credentials([res.stdout, res.stderr, res2.stdout, res2.stderr], [run, ev])
+
+
+def test_loader_refuses_urls_dali_cannot_read():
+    from model import build_model
+    from pipeline import build_loader
+
+    with pytest.raises(ValueError, match=r"gs://b/shards/train: the loader reads local folders and s3:// URLs"):
+        build_loader("gs://b/shards/train", build_model("tiny").config, batch_size=2, train=True, device="cpu")
