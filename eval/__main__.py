@@ -38,6 +38,8 @@ def parse_args(argv=None):
     p.add_argument("--pictures", type=int, default=8, help="best and worst samples to draw (0: none)")
     p.add_argument("--batch-size", type=int, default=32, help="--checkpoint: images per batch per rank")
     p.add_argument("--device", default=None, help="--checkpoint: cpu or cuda (default: cuda when available)")
+    p.add_argument("--cache-dir", help="--checkpoint from a URL: copy the split here once (sha256-checked) and read "
+                                       "it locally (default: DALI reads s3:// itself, other URLs go to ~/.cache)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="a traceback instead of the one-line error")
     a = p.parse_args(argv)
@@ -124,7 +126,8 @@ def main(argv=None):
     from .run_checkpoint import predict_checkpoint
 
     raw = predict_checkpoint(args.checkpoint, args.shards, args.split, device=args.device,
-                             batch_size=args.batch_size, rootnet=args.rootnet, progress=not args.quiet)
+                             batch_size=args.batch_size, rootnet=args.rootnet, progress=not args.quiet,
+                             cache_dir=args.cache_dir)
     if raw is None:  # a non-zero rank under torchrun: rank 0 scores
         return None
     path = os.path.join(args.out, "predictions.npz")

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from shards.datacheck import DataError, describe_data_error, is_dali_error
+from shards.cache import cache_split
 from shards.index import open_split
 from shards.labels import LABEL_SIZE, OFFSETS
 
@@ -31,7 +32,8 @@ from .targets import finish_images, invert_affine, make_targets
 
 _NONE = np.iinfo(np.int64).min  # no annot_id
 # DALI's webdataset reader opens local files and s3:// objects itself (the AWS SDK: endpoint, region and
-# credentials from the standard AWS variables or ~/.aws, as s3fs, which reads the manifest, does).
+# credentials from the standard AWS variables or ~/.aws, as s3fs, which reads the manifest, does). Other
+# URLs, or any URL with cache_dir, are read from a verified local copy (shards.cache.cache_split).
 DALI_URLS = ("file://", "s3://")
 SPARE_BUFFERS = 3  # CPU output buffers kept for reuse: the batch in use, the one before, one more
 
@@ -70,17 +72,17 @@ class Loader:
     def __init__(self, split_dir, config, *, batch_size: int, train: bool, device, rank: int = 0, world_size: int = 1,
                  seed: int = 0, num_threads: int | None = None, use_rootnet: bool = False,
                  hw_decoder_load: float = 0.65, prefetch: int = 2, force_aug=None, initial_fill: int = 4096,
-                 half_pixel: bool = True, warp: str | None = None, progress: bool = True):
+                 half_pixel: bool = True, warp: str | None = None, progress: bool = True, cache_dir: str | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world_size {world_size}")
         if use_rootnet and train:
             raise ValueError("use_rootnet takes the RootNet bbox, which is for evaluation only (train=False)")
-        if "://" in str(split_dir) and not str(split_dir).startswith(DALI_URLS):
-            raise ValueError(f"{split_dir}: the loader reads local folders and s3:// URLs (DALI's reader reads those "
-                             "itself); copy the split to one of them")
-        self.split = open_split(str(split_dir).removeprefix("file://"))
+        url = str(split_dir)
+        if "://" in url and not url.startswith("file://") and (cache_dir or not url.startswith(DALI_URLS)):
+            url = cache_split(url, cache_dir or None, progress=progress and rank == 0)  # verified local copy
+        self.split = open_split(url.removeprefix("file://"))
         self.split_dir = self.split.url
         if "://" in self.split_dir:  # an object store pays one request per member read: a shuffle buffer
             # larger than this rank's part would read all of it several times before the first batch
@@ -290,9 +292,13 @@ class Loader:
 
 def build_loader(split_dir, config, *, batch_size: int, train: bool, device, rank: int = 0, world_size: int = 1,
                  seed: int = 0, num_threads: int | None = None, use_rootnet: bool = False,
-                 hw_decoder_load: float = 0.65, prefetch: int = 2, progress: bool = True, **testing) -> Loader:
+                 hw_decoder_load: float = 0.65, prefetch: int = 2, progress: bool = True, cache_dir: str | None = None,
+                 **testing) -> Loader:
     """The data loader of one split folder (OUT/<split>/: its manifest.json, read by shards.index.open_split),
-    local or s3://BUCKET/... (DALI reads the objects itself; tests/test_s3.py runs it against a local S3 server).
+    local or a URL. s3:// is read by DALI itself (one request per member: latency-bound), unless cache_dir
+    is given: then, as for any other URL (gs://, ...; default ~/.cache/interhand-fast/shards), the split is
+    downloaded once into cache_dir, checked against its manifest's sha256, and read locally
+    (shards.cache). tests/test_s3.py runs both against a local S3 server.
 
     config: the model's geometry, a model.ModelConfig (any object with input_size, heatmap_size
     (D, H, W), root_bins, depth_range_mm and root_depth_range_mm will do): the patch size and the
@@ -303,4 +309,4 @@ def build_loader(split_dir, config, *, batch_size: int, train: bool, device, ran
     A DALI failure while iterating raises DataError naming the corrupt shard, member and offset."""
     return Loader(split_dir, config, batch_size=batch_size, train=train, device=device, rank=rank,
                   world_size=world_size, seed=seed, num_threads=num_threads, use_rootnet=use_rootnet,
-                  hw_decoder_load=hw_decoder_load, prefetch=prefetch, progress=progress, **testing)
+                  hw_decoder_load=hw_decoder_load, prefetch=prefetch, progress=progress, cache_dir=cache_dir, **testing)

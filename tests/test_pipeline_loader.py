@@ -185,8 +185,8 @@ def test_bad_input_errors(split_dir, tmp_path):
         make(tmp_path / "nope")
     with pytest.raises(FileNotFoundError, match="no manifest.json"):  # the folder is read through its manifest
         make(tmp_path)
-    with pytest.raises(ValueError, match="local shard folders"):
-        make("s3://bucket/shards/test")
+    with pytest.raises(FileNotFoundError, match="shard folder memory://nope/test does not exist"):  # URLs: tests/test_s3.py
+        make("memory://nope/test")
     with pytest.raises(ValueError, match="too few"):
         make(split_dir, train=True, batch_size=N + 1)
     with pytest.raises(ValueError, match="rank"):

@@ -2,7 +2,8 @@
 127.0.0.1; tests/s3_fixtures.py) through s3fs and DALI: shards written to a bucket equal the local
 conversion byte for byte (1 and 2 worker processes), read back by every reader; resume after an
 interrupted write; evaluation's ground truth from the bucket; DALI reading s3:// itself; training and
-`eval --checkpoint` straight from the bucket; the credentials in no file and no log."""
+`eval --checkpoint` from the bucket (DALI reading it, or a sha256-checked local cache: shards.cache);
+the credentials in no file and no log."""
 import hashlib
 import json
 import os
@@ -176,19 +177,79 @@ def test_train_and_evaluate_from_the_bucket(s3, tmp_path_factory, tmp_path):
     assert "finished at step 2" in res.stdout and f"train: {n_train} samples" in res.stdout
     assert json.loads((run / "config.json").read_text())["shards"] == s3.url("shards")
     assert (run / "final.pt").is_file() and (run / "checkpoints" / "step_00000002.pt").is_file()
+    cache = tmp_path / "cache"
     res2 = subprocess.run([python(), "-m", "eval", "--checkpoint", str(run / "final.pt"), "--shards", s3.url("shards"),
                            "--split", "val", "--out", str(ev), "--device", "cpu", "--batch-size", "8",
-                           "--pictures", "1", "--quiet"], cwd=REPO, capture_output=True, text=True, timeout=180)
+                           "--pictures", "1", "--cache-dir", str(cache)], cwd=REPO, capture_output=True, text=True,
+                          timeout=180)
     assert res2.returncode == 0, res2.stderr[-3000:]
+    assert f"caching {s3.url('shards/val')}" in res2.stderr
     metrics = json.loads((ev / "metrics.json").read_text())
     assert metrics["num_samples"] == open_split(s3.url("shards/val")).num_samples == 26
     assert len(np.load(ev / "predictions.npz")["annot_id"]) == 26
-    assert_no_credentials([res.stdout, res.stderr, res2.stdout, res2.stderr], [run, ev])
+    assert digest(cache / "s3" / s3.bucket / "shards" / "val") == digest(shards / "val")
+    assert_no_credentials([res.stdout, res.stderr, res2.stdout, res2.stderr], [run, ev, cache])
 
 
-def test_loader_refuses_urls_dali_cannot_read():
+def test_loader_reads_the_bucket_as_the_local_folder(s3, local):
+    """build_loader on s3:// (DALI reading the objects) and through the cache give the local folder's batches."""
     from model import build_model
     from pipeline import build_loader
 
-    with pytest.raises(ValueError, match=r"gs://b/shards/train: the loader reads local folders and s3:// URLs"):
-        build_loader("gs://b/shards/train", build_model("tiny").config, batch_size=2, train=True, device="cpu")
+    s3.fs.put(str(local) + "/", s3.url("shards/val"), recursive=True)
+    config = build_model("tiny").config
+
+    def batches(url, **kw):
+        loader = build_loader(url, config, batch_size=5, train=False, device="cpu", num_threads=1, progress=False, **kw)
+        return [(b["annot_id"].tolist(), b["images"].numpy().copy()) for b in loader]
+    want = batches(str(local))
+    for got in (batches(s3.url("shards/val")), batches(s3.url("shards/val"), cache_dir=str(local.parent / "cache"))):
+        assert [ids for ids, _ in got] == [ids for ids, _ in want] and sum(len(ids) for ids, _ in got) == 12
+        for (_, a), (_, b) in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_cache_downloads_once_checks_sha256_and_refetches_what_changed(s3, local, tmp_path, monkeypatch):
+    from shards import cache
+
+    url = s3.url("shards/val")
+    s3.fs.put(str(local) + "/", url, recursive=True)
+    dest = cache.cache_split(url, str(tmp_path / "c"), progress=False)
+    assert dest == str(tmp_path / "c" / "s3" / s3.bucket / "shards" / "val")
+    assert digest(dest) == digest(local) and open_split(dest).manifest == open_split(str(local)).manifest
+    real, fetched = cache._download, []
+
+    def counting(fs, remote, *a):
+        fetched.append(remote.rsplit("/", 1)[1])
+        return real(fs, remote, *a)
+    monkeypatch.setattr(cache, "_download", counting)
+    assert cache.cache_split(url, str(tmp_path / "c"), progress=False) == dest and fetched == []  # kept
+    with open(os.path.join(dest, "val-000002.tar"), "r+b") as f:  # damaged on the local disk
+        f.seek(700)
+        f.write(b"XX")
+    cache.cache_split(url, str(tmp_path / "c"), progress=False)
+    assert fetched == ["val-000002.tar"] and digest(dest) == digest(local)
+    tar = bytearray(s3.fs.cat(f"{url}/val-000003.tar"))
+    tar[700:702] = b"XX"
+    s3.fs.pipe(f"{url}/val-000003.tar", bytes(tar))  # changed in the bucket after the conversion
+    with pytest.raises(ValueError, match=r"val-000003.tar: \d+ bytes with sha256 [0-9a-f]{64}, its manifest says"):
+        cache.cache_split(url, str(tmp_path / "fresh"), progress=False)
+    fresh = tmp_path / "fresh" / "s3" / s3.bucket / "shards" / "val"
+    assert not (fresh / "val-000003.tar").exists() and not (fresh / "manifest.json").exists()
+    assert not [p for p in os.listdir(fresh) if p.endswith(".tmp")]
+    with pytest.raises(FileNotFoundError, match="has no manifest.json"):
+        open_split(str(fresh))
+
+
+def test_other_urls_are_read_through_the_default_cache(tmp_path, monkeypatch):
+    """A URL DALI cannot open (here memory://) is copied to ~/.cache/interhand-fast/shards first."""
+    from model import build_model
+    from pipeline import build_loader
+
+    write_interhand(tmp_path / "data", split="val")
+    convert(tmp_path / "data", "memory://s3test/out")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    loader = build_loader("memory://s3test/out/val", build_model("tiny").config, batch_size=4, train=False,
+                          device="cpu", num_threads=1, progress=False)
+    assert loader.split_dir == str(tmp_path / "xdg" / "interhand-fast" / "shards" / "memory" / "s3test" / "out" / "val")
+    assert sum(len(b["annot_id"]) for b in loader) == 12

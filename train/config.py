@@ -17,6 +17,9 @@ from model.config import ModelConfig, get_config
 @dataclass(frozen=True)
 class TrainConfig:
     shards: str = ""  # folder (or fsspec URL) holding <split>/ shard folders
+    # "": s3:// read by DALI itself, other URLs copied once to ~/.cache/interhand-fast/shards;
+    # a folder: every URL's splits copied there (sha256-checked, shards.cache), then read locally
+    cache_dir: str = ""
     out: str = ""  # run folder
     preset: str = "paper"
     model: ModelConfig = field(default_factory=lambda: MODEL_PRESETS["paper"])  # `--model=PRESET`, `--model.FIELD=V`
