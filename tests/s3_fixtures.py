@@ -5,9 +5,10 @@
 
     def test_x(s3):  # s3.url("shards") -> "s3://<fresh bucket>/shards"; s3.fs: an s3fs file system
 
-`s3_server` (module scope) starts `python -m moto.server -H 127.0.0.1 -p PORT` on a free port, waits
-until it answers (bounded) and stops it afterwards. It runs as a separate process, not moto's
-in-process threaded server: DALI's reader (the AWS SDK for C++) timed out on that one. `s3` (per
+`s3_server` (module scope) starts `python -m moto.server -H 127.0.0.1 -p PORT` on a free port (the
+same module run with a parent-death signal, so a killed pytest leaves no server behind), waits until it
+answers (bounded) and stops it afterwards. It runs as a separate process, not moto's in-process
+threaded server: DALI's reader (the AWS SDK for C++) timed out on that one. `s3` (per
 test) points the standard AWS variables at it with monkeypatch (so s3fs, botocore, DALI and any
 subprocess of the test use it, and nothing reads ~/.aws or asks an instance metadata service) and
 creates an empty bucket of its own. The keys are made up per session; SECRET lets tests check that
@@ -15,6 +16,7 @@ they never end up in a file or a log.
 """
 from __future__ import annotations
 
+import importlib.util
 import secrets
 import socket
 import subprocess
@@ -28,6 +30,11 @@ import pytest
 START_TIMEOUT_S = 30
 ACCESS_KEY = "AKIDTEST" + secrets.token_hex(6).upper()
 SECRET = "moto-secret-" + secrets.token_hex(12)
+# `python -m moto.server ARGS`, ended by the kernel when the test process dies (PR_SET_PDEATHSIG, Linux)
+_RUN_MOTO = ("import ctypes, runpy, signal, sys\n"
+             "try:\n    ctypes.CDLL('libc.so.6').prctl(1, signal.SIGTERM)\n"
+             "except (OSError, AttributeError):\n    pass\n"
+             "sys.argv[0] = 'moto.server'\nrunpy.run_module('moto.server', run_name='__main__', alter_sys=True)")
 
 
 def _free_port() -> int:
@@ -51,7 +58,7 @@ def start_moto(log_path) -> tuple[subprocess.Popen, str]:
         port = _free_port()
         endpoint = f"http://127.0.0.1:{port}"
         log = open(log_path, "ab")
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        proc = subprocess.Popen([sys.executable, "-c", _RUN_MOTO, "-H", "127.0.0.1", "-p", str(port)],
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -77,7 +84,8 @@ def stop_moto(proc: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="module")
 def s3_server(tmp_path_factory):
-    pytest.importorskip("moto.server", reason="moto[server] is a test dependency (make setup installs it)")
+    if importlib.util.find_spec("moto") is None or importlib.util.find_spec("flask") is None:
+        pytest.fail("moto[server] is a test dependency: make setup (pip install -e '.[test]') installs it")
     proc, endpoint = start_moto(tmp_path_factory.mktemp("moto") / "moto.log")
     try:
         yield endpoint
@@ -97,12 +105,14 @@ class S3:
 
 @pytest.fixture
 def s3(s3_server, monkeypatch, tmp_path) -> S3:
-    s3fs = pytest.importorskip("s3fs", reason="s3fs is a test dependency (make setup installs it)")
-    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"):
+    import s3fs  # a test dependency, as moto[server] (make setup installs both)
+    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ROLE_ARN",
+                "AWS_WEB_IDENTITY_TOKEN_FILE"):
         monkeypatch.delenv(var, raising=False)
     env = {"AWS_ENDPOINT_URL": s3_server, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET,
            "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
-           "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-creds")}
+           "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+           "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-creds")}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     s3fs.S3FileSystem.clear_instance_cache()  # instances made before (other variables) are not reused

@@ -50,7 +50,8 @@ def assert_no_credentials(texts=(), folders=()):
         files = [os.path.join(d, n) for d, _, names in os.walk(folder) for n in names]
         assert files, folder
         for p in files:
-            data = open(p, "rb").read()
+            with open(p, "rb") as f:
+                data = f.read()
             assert SECRET.encode() not in data and ACCESS_KEY.encode() not in data, f"a credential in {p}"
 
 
