@@ -187,7 +187,7 @@ def test_loader_and_train_steps_do_not_sync_the_host(tmp_path, compile):
     """The trainer's hot loop (loader batch -> train.loop's step -> losses summed on the device) runs
     N steps, across an epoch boundary, under sync_debug_mode 'error': any host sync raises. The
     losses are read once, at the logging point after it, as train.loop does. DALI got torch's stream."""
-    from benchmarks.gpu import guarded_steps
+    from benchmarks.gpu_parts import guarded_steps
     from model import Criterion, build_model
     from pipeline import build_loader
     from tests.test_pipeline_fixtures import write_split
