@@ -1,19 +1,32 @@
 """Benchmark of the shard converter at InterHand2.6M scale.
 
-    .venv/bin/python benchmarks/shards.py                        # 1,361,062 annotations (the real train split)
-    .venv/bin/python benchmarks/shards.py --annotations 200000 --workers 2 --verify full
-    .venv/bin/python benchmarks/shards.py --parse-only            # parse + plan only: memory vs. count
+    .venv/bin/python -m benchmarks.shards                        # 1,361,062 annotations (the real train split)
+    .venv/bin/python -m benchmarks.shards --annotations 200000 --workers 2 --verify full [--cluster ray]
+    .venv/bin/python -m benchmarks.shards --annotations 200000 --workers 2 --compare   # the table below
+    .venv/bin/python -m benchmarks.shards --parse-only            # parse + plan only: memory vs. count
 
 Writes an InterHand2.6M-layout train split to --dir (data.json at the real size and layout: one
 image entry and one annotation entry per sample; a few captures, cameras and frames reused, so the
-pictures are a handful of small JPEG files hard-linked many times), runs `python -m shards` on it
-and reports annotations/s, MB/s written and peak memory: the converter's parent RSS, the largest
-worker RSS, and the peak sum of PSS over the process tree (shared pages counted once), sampled
-from /proc, plus getrusage(RUSAGE_CHILDREN).ru_maxrss.
+pictures are a handful of small JPEG files hard-linked many times: they are read from the page
+cache, not a disk), runs `python -m shards` on it and reports annotations/s (and per core), MB/s
+written and peak memory: the converter's parent RSS, the largest other process's RSS, and the peak
+sums of RSS and of PSS (shared pages counted once) over the whole process tree (with --cluster ray
+the Ray instance the converter starts: GCS, raylet and its object store, workers), sampled from
+/proc every 0.25 s.
+
+--compare runs, on the same data: the limit loop (one process reading, checking as --verify does,
+sha256-hashing and writing each image plus its share of the shard's other bytes: what the bytes
+alone cost per core), then the converter with --verify full and header, local worker processes and
+Ray (--cluster ray, a Ray instance of --workers CPUs), and prints one line each with the ratio of
+its rate per core to the limit's (the goal: >= 0.7), both per wall-clock second and per CPU second of
+the whole process tree (the fair figure on a shared, loaded machine), and for Ray its wall and CPU
+time over the local run's.
 """
 import argparse
+import hashlib
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -39,6 +52,12 @@ def make_jpegs(n, seed=0):
         img += rng.normal(0, 3, img.shape)
         out.append(simplejpeg.encode_jpeg(np.clip(img, 0, 255).astype(np.uint8), quality=85))
     return out
+
+
+def image_file(i, captures=5, cams=20, frames=10):
+    """The file_name of image i (one per annotation; the pictures repeat every captures*cams*frames)."""
+    c, k, fr = i % captures, (i // captures) % cams, (i // (captures * cams)) % frames
+    return f"Capture{c}/0000_seq/cam{400000 + k}/image{fr}.jpg"
 
 
 def generate(root, n, captures=5, cams=20, frames=10, seed=0):
@@ -78,7 +97,7 @@ def generate(root, n, captures=5, cams=20, frames=10, seed=0):
         f.write('{"images": [')
         for i in range(n):
             c, k, fr = i % captures, (i // captures) % cams, (i // (captures * cams)) % frames
-            f.write(("" if i == 0 else ", ") + f'{{"id": {i}, "file_name": "Capture{c}/0000_seq/cam{cam_names[k]}/image{fr}.jpg", '
+            f.write(("" if i == 0 else ", ") + f'{{"id": {i}, "file_name": "{image_file(i, captures, cams, frames)}", '
                     f'"width": 512, "height": 334, "capture": {c}, "subject": {c}, "seq_name": "0000_seq", '
                     f'"camera": "{cam_names[k]}", "frame_idx": {fr}}}')
         f.write('], "annotations": [')
@@ -120,38 +139,114 @@ def _mem_kb(pid, field):
     return 0
 
 
-def run(args):
+def _cpu_s(pid):
+    """utime + stime of a process so far, seconds."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def run(args, data_root, verify, cluster=None):
+    """One conversion in its own process; its rates and the peak memory of its process tree."""
     out = os.path.join(args.dir, "out")
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, "-m", "shards", "--source", "interhand", "--root", os.path.join(args.dir, "data"),
-           "--out", out, "--splits", "train", "--shard-size", args.shard_size, "--verify", args.verify]
+    cmd = [sys.executable, "-m", "shards", "--source", "interhand", "--root", data_root,
+           "--out", out, "--splits", "train", "--shard-size", args.shard_size, "--verify", verify]
     if args.workers:
         cmd += ["--workers", str(args.workers)]
+    if cluster:
+        cmd += ["--cluster", cluster]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # --cluster ray: a Ray instance of its own
     t0 = time.time()
     err = open(os.path.join(args.dir, "converter.stderr"), "w+")  # progress bars and errors
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=err, text=True)
-    peak = {"parent_rss": 0, "worker_rss": 0, "tree_pss": 0, "tree_rss": 0}
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+    peak = {"parent_rss": 0, "other_rss": 0, "tree_pss": 0, "tree_rss": 0}
+    cpu, ru0 = {}, resource.getrusage(resource.RUSAGE_CHILDREN)
     while proc.poll() is None:
         tree = _proc_tree(proc.pid)
+        for p in tree:
+            c = _cpu_s(p)
+            cpu[p] = c if c is not None else cpu.get(p, 0.0)
         rss = {p: _mem_kb(p, "VmRSS") for p in tree}
         peak["parent_rss"] = max(peak["parent_rss"], rss.get(proc.pid, 0))
-        peak["worker_rss"] = max([peak["worker_rss"]] + [v for p, v in rss.items() if p != proc.pid])
+        peak["other_rss"] = max([peak["other_rss"]] + [v for p, v in rss.items() if p != proc.pid])
         peak["tree_rss"] = max(peak["tree_rss"], sum(rss.values()))
         peak["tree_pss"] = max(peak["tree_pss"], sum(_mem_kb(p, "Pss") for p in tree))
         time.sleep(0.25)
     wall = time.time() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU seconds of the whole tree: sampled from /proc (processes that ended between two samples lose
+    # at most 0.25 s) or the kernel's count of the children waited for, whichever is larger
+    cpu_s = max(sum(cpu.values()), ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime)
     stdout = proc.stdout.read()
     if proc.returncode:
         err.seek(0)
         sys.exit(f"converter failed ({proc.returncode}):\n{stdout}\n{err.read()[-3000:]}")
-    man = json.load(open(os.path.join(out, "train", "manifest.json")))
+    with open(os.path.join(out, "train", "manifest.json")) as f:
+        man = json.load(f)
     written = sum(s["bytes"] for s in man["shards"])
-    return {"annotations": man["counts"]["annotations"], "samples": man["counts"]["total"], "shards": len(man["shards"]),
-            "wall_s": round(wall, 1), "annotations_per_s": round(man["counts"]["annotations"] / wall),
-            "MB_per_s_written": round(written / wall / 1e6, 1), "GB_written": round(written / 1e9, 2),
-            **{f"peak_{k}_MB": round(v / 1024) for k, v in peak.items()},
-            "ru_maxrss_children_MB": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
-            "summary": stdout.strip()}
+    phases = dict(re.findall(r"(parse|plan|write) ([0-9.]+) s", stdout))
+    n, cores = man["counts"]["annotations"], args.workers or os.cpu_count()
+    write_s = float(phases.get("write", wall))
+    shutil.rmtree(out, ignore_errors=True)
+    return {"what": f"convert {cluster or 'local'}, verify {verify}", "annotations": n, "samples": man["counts"]["total"],
+            "shards": len(man["shards"]), "wall_s": round(wall, 1), **{f"{k}_s": float(v) for k, v in phases.items()},
+            "annotations_per_s": round(n / wall), "per_core": round(n / wall / cores),
+            "write_per_core": round(n / write_s / cores), "cpu_s": round(cpu_s, 1), "per_cpu_s": round(n / cpu_s),
+            "MB_per_s_written": round(written / wall / 1e6, 1),
+            "GB_written": round(written / 1e9, 2), **{f"peak_{k}_MB": round(v / 1024) for k, v in peak.items()},
+            "load_avg": round(os.getloadavg()[0], 1), "summary": stdout.strip()}
+
+
+def limit_loop(args, verify, n):
+    """One process (one core): read each image, check it as the converter does (check_image, and its
+    size from the header), sha256 and write it with its share of the shard's other bytes (headers, json,
+    labels: EST_META_BYTES) - the cost of the bytes alone, annotations/s."""
+    from shards.datacheck import check_image, image_size
+    from shards.writer import EST_META_BYTES
+
+    root = os.path.join(args.dir, "data", "images", "train")
+    meta, sha = bytes(EST_META_BYTES), hashlib.sha256()
+    path = os.path.join(args.dir, "limit.bin")
+    t, c = time.time(), time.process_time()
+    with open(path, "wb") as out:
+        for i in range(n):
+            with open(os.path.join(root, image_file(i)), "rb") as f:
+                jpg = f.read()
+            if check_image(jpg, verify) or (verify != "none" and image_size(jpg) != (512, 334)):
+                sys.exit(f"limit loop: image {i} fails its check")
+            for part in (jpg, bytes(-len(jpg) % 512), meta):
+                sha.update(part)
+                out.write(part)
+    dt, dc = time.time() - t, time.process_time() - c
+    os.remove(path)
+    return {"what": f"limit loop, verify {verify}", "annotations": n, "wall_s": round(dt, 1), "per_core": round(n / dt),
+            "cpu_s": round(dc, 1), "per_cpu_s": round(n / dc), "load_avg": round(os.getloadavg()[0], 1)}
+
+
+def compare(args, data_root):
+    """The limit loop and the converter (verify full / header, local / Ray) on the same data."""
+    rows = []
+    for verify in ("full", "header"):
+        lim = limit_loop(args, verify, min(args.limit_samples, args.annotations))
+        rows.append(lim)
+        print(json.dumps(lim), flush=True)
+        local = None
+        for cluster in (None, "ray"):
+            r = run(args, data_root, verify, cluster)
+            r["of_limit"] = round(r["per_core"] / lim["per_core"], 2)  # wall clock: hostage to the machine's load
+            r["cpu_of_limit"] = round(r["per_cpu_s"] / lim["per_cpu_s"], 2)  # per CPU second: the fair figure
+            if cluster:
+                r["ray_wall_over_local"] = round(r["wall_s"] / local["wall_s"] - 1, 3)
+                r["ray_cpu_over_local"] = round(r["cpu_s"] / local["cpu_s"] - 1, 3)
+            else:
+                local = r
+            rows.append(r)
+            print(json.dumps({k: v for k, v in r.items() if k != "summary"}), flush=True)
+    return rows
 
 
 def parse_only(args):
@@ -173,15 +268,33 @@ def main():
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--shard-size", default="512MB")
     p.add_argument("--verify", default="full", choices=["full", "header", "none"])
+    p.add_argument("--cluster", default=None, help="pass --cluster to the converter (e.g. ray)")
+    p.add_argument("--compare", action="store_true", help="limit loop, then verify full/header x local/Ray")
+    p.add_argument("--limit-samples", type=int, default=50_000, help="images read by the limit loop")
+    p.add_argument("--reuse", action="store_true", help="keep a data set already generated in --dir (same size)")
+    p.add_argument("--json", default=None, help="also write the results to this file")
     p.add_argument("--keep", action="store_true")
     p.add_argument("--parse-only", action="store_true", help="measure only parsing data.json (time, peak RSS)")
     args = p.parse_args()
-    shutil.rmtree(args.dir, ignore_errors=True)
-    t = time.time()
-    size = generate(os.path.join(args.dir, "data"), args.annotations)
-    print(f"generated {args.annotations} annotations, data.json {size / 1e6:.0f} MB in {time.time() - t:.0f} s", flush=True)
-    res = parse_only(args) if args.parse_only else run(args)
+    data_root = os.path.join(args.dir, "data")
+    marker = os.path.join(args.dir, f"generated-{args.annotations}")
+    if not (args.reuse and os.path.exists(marker)):
+        shutil.rmtree(args.dir, ignore_errors=True)
+        t = time.time()
+        size = generate(data_root, args.annotations)
+        with open(marker, "w"):
+            pass
+        print(f"generated {args.annotations} annotations, data.json {size / 1e6:.0f} MB in {time.time() - t:.0f} s", flush=True)
+    if args.parse_only:
+        res = parse_only(args)
+    elif args.compare:
+        res = compare(args, data_root)
+    else:
+        res = run(args, data_root, args.verify, args.cluster)
     print(json.dumps(res, indent=1))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=1)
     if not args.keep:
         shutil.rmtree(args.dir, ignore_errors=True)
 

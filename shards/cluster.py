@@ -89,13 +89,26 @@ class RayPool:
             self.close()
             raise
 
+    def _wait(self, refs, n):
+        """ray.wait for n of refs, returning to Python every second so that ^C (KeyboardInterrupt) works."""
+        while True:
+            done, rest = self.ray.wait(refs, num_returns=n, timeout=1.0)
+            if len(done) >= n:
+                return done, rest
+
     def map(self, fn, jobs):
+        """[fn(job) for job in jobs] as Ray tasks (the writer's _stat_images, _verify_shard)."""
         refs = [self.remote.remote(self.ctx, fn.__name__, j) for j in jobs]
         try:
+            self._wait(refs, len(refs))
             return self.ray.get(refs)
         except self.ray.exceptions.RayError as e:
             what, _ = _failure(e, self.ray)
             raise RuntimeError(f"a Ray task of {fn.__name__} failed: {what}") from None
+        except BaseException:  # ^C
+            for ref in refs:
+                self.ray.cancel(ref, force=True)
+            raise
 
     def results(self, todo, bar):
         """Yield _write_shard's results as tasks finish; failures are reported at the end (see the
@@ -105,7 +118,7 @@ class RayPool:
         failed = []
         try:
             while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
+                done, _ = self._wait(list(pending), 1)
                 job = pending.pop(done[0])
                 try:
                     res = ray.get(done[0])
