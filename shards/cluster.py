@@ -18,11 +18,15 @@ dependencies (the same environment) and must reach the inputs (a shared file sys
 """
 from __future__ import annotations
 
+import copy
 import os
 import secrets
 
+import numpy as np
+
 MAX_RETRIES = 3
 RETRY_ON = (OSError,)  # transient I/O; a worker or node that died is always retried
+BULK_BYTES = 1 << 16  # arrays of the parsed split at least this large go to the object store one by one
 
 
 def _task(ctx, fn_name, job):
@@ -33,9 +37,47 @@ def _task(ctx, fn_name, job):
     if writer._STATE.get("run") != ctx["run"]:
         import ray
 
+        skeleton, arrays = ctx["data"]
+        data = ray.get(skeleton)
+        for key, arr in zip(arrays, ray.get(list(arrays.values()))):
+            _assign(data, key, arr)
         writer._STATE.clear()
-        writer._STATE.update(ctx["state"], run=ctx["run"], data=ray.get(ctx["data"][0]))
+        writer._STATE.update(ctx["state"], run=ctx["run"], data=data)
     return getattr(writer, fn_name)(job)
+
+
+def _bulk(data):
+    """The large numpy arrays of a parsed split: (attribute,) or (dict attribute, key) -> array."""
+    out = {}
+    for name, v in vars(data).items():
+        items = v.items() if isinstance(v, dict) else [(None, v)]
+        for k, a in items:
+            if isinstance(a, np.ndarray) and a.nbytes >= BULK_BYTES:
+                out[(name,) if k is None else (name, k)] = a
+    return out
+
+
+def _assign(data, key, value):
+    if len(key) == 1:
+        setattr(data, key[0], value)
+    else:
+        getattr(data, key[0])[key[1]] = value
+
+
+def put_split(ray, data):
+    """Put a parsed split in the object store, array by array (each one's heap copy goes as soon as it
+    is in: the driver never holds the split twice); returns (the references, the split reading the
+    store's copies: read-only arrays, zero-copy)."""
+    arrays = {}
+    skeleton = copy.copy(data)  # the split without its arrays (dict attributes copied, not shared)
+    for name, v in vars(data).items():
+        if isinstance(v, dict):
+            setattr(skeleton, name, dict(v))
+    for key, arr in _bulk(data).items():
+        arrays[key] = ray.put(arr)
+        _assign(skeleton, key, None)
+        _assign(data, key, ray.get(arrays[key]))
+    return (ray.put(skeleton), arrays), data
 
 
 def address(cluster: str) -> str:
@@ -78,9 +120,8 @@ class RayPool:
         self.ray, self.owned = connect(cluster, workers)
         ray = self.ray
         try:
-            ref = ray.put(state["data"])
-            state["data"] = ray.get(ref)  # the driver reads the store's copy too: the parse's arrays go
-            self.ctx = {"run": secrets.token_hex(8), "data": [ref],  # in a list: passed as a reference
+            refs, state["data"] = put_split(ray, state["data"])  # the driver, too, reads the store's copy
+            self.ctx = {"run": secrets.token_hex(8), "data": refs,  # references nested in the argument: not resolved
                         "state": {k: v for k, v in state.items() if k not in ("data", "counter")}}
             self.split = state["split"]
             self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))

@@ -16,7 +16,9 @@ import sys
 import pytest
 import ray
 
+import shards.cluster
 from shards import writer
+from shards.reader import load_split
 from shards.index import iter_shard_samples
 from tests.test_reader import write_interhand
 from tests.test_shards import convert, digest
@@ -77,6 +79,7 @@ def test_same_bytes_as_local_with_a_worker_killed_mid_shard(cluster, data, tmp_p
     root, local = data
     victim = keys_by_shard(local)[1][1]  # the second sample of shard 1: the first one is already written
     (cluster / f"exit-{victim}").write_text("")
+    monkeypatch.setattr(shards.cluster, "BULK_BYTES", 0)  # every array goes on its own, as large ones do
     puts, real_put = [], ray.put
     monkeypatch.setattr(ray, "put", lambda obj, **kw: puts.append(type(obj).__name__) or real_put(obj, **kw))
     man = ray_convert(root, tmp_path / "out")
@@ -86,15 +89,14 @@ def test_same_bytes_as_local_with_a_worker_killed_mid_shard(cluster, data, tmp_p
     assert (d / "manifest.json").read_bytes() == (local / "manifest.json").read_bytes()
     assert man["_run"]["cluster"] == "ray" and man["_run"]["shards_written"] == 6
     assert not [p for p in os.listdir(d) if p.endswith(".tmp")]  # the dead attempt's temporary file is gone
-    assert puts == ["SplitData"]  # the parsed split went to the object store once, not once per task
+    arrays = shards.cluster._bulk(load_split("interhand", str(root), "val"))
+    assert len(arrays) > 20 and sorted(puts) == ["SplitData"] + ["ndarray"] * len(arrays)  # once, not once per task
 
 
-def test_the_tasks_carry_a_reference_not_the_split(cluster, data):
-    from shards.cluster import RayPool
-    from shards.reader import load_split
-
+def test_the_tasks_carry_a_reference_not_the_split(cluster, data, monkeypatch):
+    monkeypatch.setattr(shards.cluster, "BULK_BYTES", 0)
     state = {"data": load_split("interhand", str(data[0]), "val"), "split": "val", "fs": None}
-    pool = RayPool("ray", state, 2)
+    pool = shards.cluster.RayPool("ray", state, 2)
     size = len(pickle.dumps(pool.ctx))  # what every task is sent besides its job
     assert size < 2000 and isinstance(pool.ctx["data"][0], ray.ObjectRef)
     assert not state["data"].annot_id.flags.writeable  # the driver, too, reads the object store's copy
