@@ -18,8 +18,8 @@ import ray
 
 import shards.cluster
 from shards import writer
-from shards.reader import load_split
 from shards.index import iter_shard_samples
+from shards.reader import load_split
 from tests.test_reader import write_interhand
 from tests.test_shards import convert, digest
 
