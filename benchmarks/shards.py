@@ -230,7 +230,7 @@ def limit_loop(args, verify, n):
 def compare(args, data_root):
     """The limit loop and the converter (verify full / header, local / Ray) on the same data."""
     rows = []
-    for verify in ("full", "header"):
+    for verify in args.verifies.split(","):
         lim = limit_loop(args, verify, min(args.limit_samples, args.annotations))
         rows.append(lim)
         print(json.dumps(lim), flush=True)
@@ -271,6 +271,7 @@ def main():
     p.add_argument("--cluster", default=None, help="pass --cluster to the converter (e.g. ray)")
     p.add_argument("--compare", action="store_true", help="limit loop, then verify full/header x local/Ray")
     p.add_argument("--limit-samples", type=int, default=50_000, help="images read by the limit loop")
+    p.add_argument("--verifies", default="full,header", help="--compare: the --verify modes, in this order")
     p.add_argument("--reuse", action="store_true", help="keep a data set already generated in --dir (same size)")
     p.add_argument("--json", default=None, help="also write the results to this file")
     p.add_argument("--keep", action="store_true")

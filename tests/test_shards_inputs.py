@@ -1,5 +1,6 @@
-"""The converter's inputs from an fsspec URL (shards/fsio.py), and re-runs that trust finished shards by
-their recorded size and mtime (OUT/<split>/filestat.json) unless --verify-existing."""
+"""The converter's inputs from an fsspec URL (shards/fsio.py: memory://, and s3:// on moto's S3 server,
+tests/s3_fixtures.py), and re-runs that trust finished shards by their recorded size and mtime
+(OUT/<split>/filestat.json) unless --verify-existing."""
 import json
 import os
 import time
@@ -10,6 +11,7 @@ import pytest
 from shards import writer
 from shards.__main__ import main as cli_main
 from shards.index import iter_shard_samples
+from tests.s3_fixtures import s3, s3_server  # noqa: F401  (fixtures)
 from tests.test_reader import write_interhand
 from tests.test_shards import convert, digest
 
@@ -50,6 +52,20 @@ def test_a_memory_root_gives_the_same_shards_and_refuses_escaping_names(data_roo
     assert "file_name '../../../secret.jpg' leads outside memory://inputs/data/images/val" in man["skipped"][0]["reason"]
     assert 104 not in {int(s[0]) for s in iter_shard_samples(str(tmp_path / "mem2" / "val"))}
     mem.rm("/inputs", recursive=True)
+
+
+def test_an_s3_root_read_by_forked_workers(s3, data_root, tmp_path):  # noqa: F811
+    """--root s3://bucket/data: annotation files, RootNet and images from the bucket (images stat'ed by
+    folder listings), 2 forked workers each with its own s3fs: the same shards as from the local root."""
+    s3.fs.put(str(data_root) + "/", s3.url("data"), recursive=True)
+    man = convert(s3.url("data"), tmp_path / "s3", workers=2)
+    convert(data_root, tmp_path / "local")
+    assert digest(tmp_path / "s3" / "val") == digest(tmp_path / "local" / "val")
+    assert man["options"]["root"] == s3.url("data") and man["counts"]["total"] == 12 and not man["skipped"]
+    assert all(size > 0 and mtime > 0 for size, mtime in man["inputs"].values())
+    s3.fs.rm(s3.url("data/images/val/Capture1/0001_seq/cam400001/image10.jpg"))  # annotation 100
+    man = convert(s3.url("data"), tmp_path / "s3b", workers=2)
+    assert [(s["annot_id"], s["kind"]) for s in man["skipped"]] == [(100, "missing image")]
 
 
 def test_a_finished_conversion_is_not_re_read_unless_asked(data_root, tmp_path, monkeypatch):
