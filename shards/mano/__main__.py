@@ -18,7 +18,6 @@ import sys
 
 from ..atomic import atomic_write_bytes
 from .data import load_split_annotations
-from .model import ManoError
 
 
 def build_parser():
