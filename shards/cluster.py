@@ -121,6 +121,8 @@ class RayPool:
         ray = self.ray
         try:
             refs, state["data"] = put_split(ray, state["data"])  # the driver, too, reads the store's copy
+            from .writer import trim_heap
+            trim_heap()  # the arrays' heap copies
             self.ctx = {"run": secrets.token_hex(8), "data": refs,  # references nested in the argument: not resolved
                         "state": {k: v for k, v in state.items() if k not in ("data", "counter")}}
             self.split = state["split"]
