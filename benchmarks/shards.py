@@ -191,6 +191,14 @@ def run(args, data_root, verify, cluster=None):
     phases = dict(re.findall(r"(parse|plan|write) ([0-9.]+) s", stdout))
     n, cores = man["counts"]["annotations"], args.workers or os.cpu_count()
     write_s = float(phases.get("write", wall))
+    reruns = {}
+    for name, extra in (("rerun", []), ("rerun_verify_existing", ["--verify-existing"])) if args.rerun else ():
+        t = time.time()  # the same command on the finished output: what a re-run costs
+        r = subprocess.run(cmd + extra, cwd=REPO, capture_output=True, text=True, env=env, check=True)
+        kept = re.search(r"(\d+) kept from an earlier run", r.stdout)
+        reruns[f"{name}_s"] = round(time.time() - t, 1)
+        reruns[f"{name}_kept"] = int(kept.group(1)) if kept else None
+        reruns[f"{name}_phases"] = dict(re.findall(r"(parse|plan|write) ([0-9.]+) s", r.stdout))
     shutil.rmtree(out, ignore_errors=True)
     return {"what": f"convert {cluster or 'local'}, verify {verify}", "annotations": n, "samples": man["counts"]["total"],
             "shards": len(man["shards"]), "wall_s": round(wall, 1), **{f"{k}_s": float(v) for k, v in phases.items()},
@@ -198,7 +206,7 @@ def run(args, data_root, verify, cluster=None):
             "write_per_core": round(n / write_s / cores), "cpu_s": round(cpu_s, 1), "per_cpu_s": round(n / cpu_s),
             "MB_per_s_written": round(written / wall / 1e6, 1),
             "GB_written": round(written / 1e9, 2), **{f"peak_{k}_MB": round(v / 1024) for k, v in peak.items()},
-            "load_avg": round(os.getloadavg()[0], 1), "summary": stdout.strip()}
+            "load_avg": round(os.getloadavg()[0], 1), **reruns, "summary": stdout.strip()}
 
 
 def limit_loop(args, verify, n):
@@ -274,6 +282,8 @@ def main():
     p.add_argument("--verifies", default="full,header", help="--compare: the --verify modes, in this order")
     p.add_argument("--reuse", action="store_true", help="keep a data set already generated in --dir (same size)")
     p.add_argument("--json", default=None, help="also write the results to this file")
+    p.add_argument("--rerun", action="store_true", help="then run the same command twice more on the finished "
+                   "output: as is (size+mtime trusted) and with --verify-existing (every shard hashed)")
     p.add_argument("--keep", action="store_true")
     p.add_argument("--parse-only", action="store_true", help="measure only parsing data.json (time, peak RSS)")
     args = p.parse_args()
