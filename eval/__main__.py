@@ -16,6 +16,7 @@ import sys
 import numpy as np
 
 from shards.atomic import atomic_write_json, atomic_write_npz, atomic_write_text
+from shards.cli import run_cli
 from shards.skeleton import JOINT_NAMES, NUM_JOINTS
 
 from .convert import GEOMETRY_KEYS
@@ -138,18 +139,7 @@ def main(argv=None):
 
 def cli(argv=None) -> int:
     """main() with every failure as one line naming what is wrong (exit 2); --debug: the traceback."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    debug = "--debug" in argv
-    try:
-        main([a for a in argv if a != "--debug"])
-    except (ValueError, OSError, RuntimeError, KeyError) as e:  # DataError is a RuntimeError
-        if debug:
-            raise
-        text = str(e) if not isinstance(e, KeyError) else f"missing key {e}"
-        print(f"python -m eval: error: {text}" + ("" if isinstance(e, ValueError) else " (--debug for the traceback)"),
-              file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(main, "python -m eval", argv)  # DataError is a RuntimeError
 
 
 if __name__ == "__main__":

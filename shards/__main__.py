@@ -17,6 +17,7 @@ import argparse
 import re
 import sys
 
+from .cli import run_cli
 from .sources import get_source
 from .writer import VERIFY, convert_split
 
@@ -93,17 +94,7 @@ def main(argv=None):
 
 def cli(argv=None) -> int:
     """main() with every failure as one line naming what is wrong (exit 2); --debug: the traceback."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    debug = "--debug" in argv
-    try:
-        main([a for a in argv if a != "--debug"])
-    except (ValueError, OSError, RuntimeError, KeyError) as e:  # AnnotationError is a ValueError
-        if debug:
-            raise
-        print(f"python -m shards: error: {e}" + ("" if isinstance(e, ValueError) else
-                                                  f" ({type(e).__name__}; --debug for the traceback)"), file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(main, "python -m shards", argv)  # AnnotationError is a ValueError
 
 
 if __name__ == "__main__":
