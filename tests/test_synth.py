@@ -181,7 +181,8 @@ def test_projected_joints_land_on_the_drawn_hand(ih):
         diff = jpeg.astype(float) - common.render_task(task)  # the JPEG is this JSON's picture
         h4, w4 = img["height"] // 4 * 4, img["width"] // 4 * 4
         assert np.abs(diff[:h4, :w4].reshape(h4 // 4, 4, w4 // 4, 4, 3).mean((1, 3))).mean() < 1.5
-        ras = render.rasterize(task.joints_cam, task.present, task.focal, task.princpt, img["width"], img["height"])
+        ras = render.rasterize(task.joints_cam, task.present, task.focal, task.princpt, img["width"], img["height"],
+                               task.elbows)
         px = np.rint(uv[v]).astype(int)
         depth, hand = ras.depth[px[:, 1], px[:, 0]], ras.hand[px[:, 1], px[:, 0]]
         assert (hand >= 0).all()  # every valid joint is on a hand
@@ -190,6 +191,57 @@ def test_projected_joints_land_on_the_drawn_hand(ih):
         own_hand += int((hand == (np.flatnonzero(v) >= 21)).sum())
         total += int(v.sum())
     assert near > 0.5 * total and own_hand > 0.9 * total
+
+
+def test_one_rig_for_every_capture_and_split(ih):
+    """InterHand2.6M's dome: the same cameras (and so the same backdrops) in every capture of every split."""
+    _, _, ann = ih
+    rigs = [json.dumps(cams, sort_keys=True) for s in SPLITS for cams in ann[s]["camera"].values()]
+    assert len(rigs) > 3 and len(set(rigs)) == 1
+    plans = [interhand.plan_interhand("/x", s, common.SIZES["tiny"][s], 0) for s in ("train", "test")]
+    backdrop = {}
+    for plan in plans:
+        for t in plan["tasks"]:
+            cam = t.path.split("/cam")[1].split("/")[0]
+            assert backdrop.setdefault(cam, t.look.background_seed) == t.look.background_seed
+
+
+def test_hands_hang_on_the_arms_of_a_subject_facing_the_rig():
+    """Body frame: +x the subject's right, +y forward, +z up. Forearms come from the body's side of
+    their hand, from behind and below; wrists bend within a human range; the left arm mirrors the right."""
+    from shards.synth.body import WRIST_FLEX, place_hands
+
+    rng = np.random.default_rng(0)
+    draws = [place_hands(rng, t) for t in ("right", "left", "interacting") for _ in range(300)]
+    for side, sign in (("right", 1.0), ("left", -1.0)):
+        hands = [d[side] for d in draws if side in d]
+        rot = np.stack([h[0] for h in hands])
+        elbow = np.stack([h[2] for h in hands])
+        np.testing.assert_allclose(np.linalg.det(rot), 1.0, atol=1e-9)  # a left hand's own frame is mirrored
+        np.testing.assert_allclose(rot.transpose(0, 2, 1) @ rot, np.broadcast_to(np.eye(3), rot.shape), atol=1e-9)
+        assert np.mean(sign * elbow[:, 0] > 0) > 0.9  # outwards: the body's side of this hand
+        assert np.mean(elbow[:, 1] < 0) > 0.95 and np.mean(elbow[:, 2] < 0) > 0.95  # behind, below
+        # fingers point along the forearm within the wrist's flexion / deviation
+        axis = -elbow / np.linalg.norm(elbow, axis=1, keepdims=True)
+        bend = np.degrees(np.arccos(np.clip(np.einsum("ni,ni->n", rot[:, :, 1], axis), -1, 1)))
+        assert bend.max() < np.hypot(max(np.abs(WRIST_FLEX)), 25.0) + 1
+        # the palm (+z of the hand's frame) faces down, in or up, rarely outwards
+        palm = rot[:, :, 2]
+        assert np.mean(sign * palm[:, 0] > 0.7) < 0.1
+
+
+def test_forearm_points_at_the_elbow():
+    rng = np.random.default_rng(1)
+    joints = rng.normal(0, 30, (21, 3)) + [0.0, 0.0, 800.0]
+    joints[20] = [0.0, 0.0, 800.0]  # the wrist
+    f, c = np.array([600.0, 600.0]), np.array([200.0, 200.0])
+    for elbow in ([260.0, 0.0, 800.0], [0.0, -260.0, 800.0]):
+        ras = render.rasterize(np.concatenate([joints, joints]), (True, False), f, c, 400, 400,
+                               np.array([elbow, elbow]))
+        u, v = (np.array(elbow[:2]) * 0.8 / 800.0 * f + c).astype(int)  # 80 % of the way to the elbow
+        assert ras.hand[v, u] == 0
+        mirrored = (2 * c - [u, v]).astype(int)  # the opposite direction: no arm there
+        assert ras.hand[mirrored[1], mirrored[0]] == -1
 
 
 def test_capsule_depth_and_endpoints():

@@ -33,12 +33,13 @@ class Task:
     width: int
     height: int
     look: Look
+    elbows: np.ndarray | None = None  # (2, 3) camera mm (right, left): the forearms point there
 
 
 def render_task(task: Task) -> np.ndarray:
     """The picture of a task, (H, W, 3) uint8 (what the generator encodes into its JPEG)."""
     img, _ = render(task.joints_cam, task.present, task.focal, task.princpt, task.width, task.height,
-                    task.look)
+                    task.look, task.elbows)
     return img
 
 

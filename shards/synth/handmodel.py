@@ -143,24 +143,6 @@ def wobble_rotations(base: np.ndarray, t: np.ndarray, amp_deg: float, rng) -> np
     return base[None] @ rotation(np.broadcast_to(axis, (len(t), 3)), ang)
 
 
-def pair_frames(rng: np.random.Generator):
-    """Base wrist rotations and positions of two interacting hands (mirror-symmetric pose about the
-    pair's x = 0 plane, palms facing each other, fingers leaning towards each other), relative to the
-    pair centre. Returns (rot_right, rot_left, pos_right, pos_left)."""
-    alpha = rng.uniform(0.0, np.radians(65))
-    f = np.array([np.sin(alpha), np.cos(alpha), 0.0])  # finger direction of the right hand
-    n0 = np.array([np.cos(alpha), -np.sin(alpha), 0.0])  # palm normal, towards the left hand
-    n = rotation(f, rng.uniform(-np.radians(50), np.radians(50))) @ n0
-    q = np.stack([np.cross(f, n), f, n], axis=1)  # columns: hand x, y, z
-    m = np.diag([-1.0, 1.0, 1.0])
-    pair = random_frame(rng)
-    jitter = rotation(rng.normal(size=3), np.radians(rng.uniform(0, 15)))
-    d = 32.0 + 95.0 * np.sin(alpha) + rng.uniform(0, 25)
-    pos_r = pair @ np.array([-d, rng.normal(0, 10), rng.normal(0, 10)])
-    pos_l = pair @ np.array([d, rng.normal(0, 10), rng.normal(0, 10)])
-    return pair @ q, pair @ (m @ q @ m) @ jitter, pos_r, pos_l
-
-
 # MANO's finger order (index, middle, pinky, ring, thumb) as indices into FINGERS.
 MANO_FINGERS = (1, 2, 4, 3, 0)
 

@@ -1,20 +1,25 @@
-"""The synthetic InterHand2.6M v1.0 set (layout in shards/synth/__init__.py): cameras around each
-capture, two-hand sequences posed through the synthetic MANO model, the four annotation files,
+"""The synthetic InterHand2.6M v1.0 set (layout in shards/synth/__init__.py): one camera rig shared by
+every capture and split (as the real dome is), hands on the arms of a subject facing the rig's front
+(shards/synth/body.py), sequences posed through the synthetic MANO model, the four annotation files,
 RootNet-like output and the MANO model itself (DATA/mano/)."""
 
 import os
 
 import numpy as np
 
-from ..geometry import process_bbox
+from ..geometry import process_bbox, world2cam
 from ..skeleton import JOINT_NAMES, parents
 from . import handmodel as hm
 from . import manohands
+from .body import place_hands
 from .common import SIZES, SPLITS, Task, padded_bbox, project, run_tasks, write_json, write_skeleton
 from .render import random_look, random_skin
 
 MIN_VALID_JOINTS = 4  # a camera view with fewer valid joints gets no image
 LANDSCAPE, PORTRAIT = (512, 334), (334, 512)
+RIG_CENTRE = np.array([0.0, 0.0, 1100.0])  # world mm (+z up); subjects face +y
+SUBJECT_JITTER_MM = 40.0  # where a capture's hand workspace centre sits about the rig's
+RIG_AZIMUTH_DEG = 115.0  # the rig's cameras spread this far either side of the subject's front
 
 
 def look_at(campos, target, roll, up=(0.0, 0.0, 1.0)) -> np.ndarray:
@@ -31,10 +36,12 @@ def look_at(campos, target, roll, up=(0.0, 0.0, 1.0)) -> np.ndarray:
 
 
 def _cameras(rng, n, centre):
+    """The rig: n cameras spread over the front of the subject (azimuth within RIG_AZIMUTH_DEG of +y),
+    from slightly below to well above the hands, each aiming near the centre."""
     cams = {}
     for k in range(n):
         w, h = PORTRAIT if k % 3 == 2 else LANDSCAPE
-        az = 2 * np.pi * k / n + rng.uniform(-0.4, 0.4)
+        az = np.pi / 2 + np.radians(RIG_AZIMUTH_DEG * (2 * (k + 0.5) / n - 1)) + rng.uniform(-0.2, 0.2)
         el = np.radians(rng.uniform(-25, 55))
         dist = rng.uniform(600, 1000)
         pos = centre + dist * np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
@@ -48,27 +55,25 @@ def _cameras(rng, n, centre):
 
 
 def _sequence(rng, hand_type, n_frames, centre, beta):
-    """World joints (T, 42, 3) and the MANO parameters {side: {pose, shape, trans}} of one sequence:
-    each hand's kinematic motion (angles, wrist rotation and position) posed through the synthetic
-    MANO model, its regressed joints plus the fitting noise (shards/synth/manohands.py)."""
+    """World joints (T, 42, 3), elbows (T, 2, 3) (right, left; zero for an absent hand) and the MANO
+    parameters {side: {pose, shape, trans}} of one sequence: each hand's kinematic motion (angles,
+    wrist rotation and position about its arm's base pose) posed through the synthetic MANO model,
+    its regressed joints plus the fitting noise (shards/synth/manohands.py)."""
     t = np.linspace(0.0, 1.0, n_frames)
     keys = [str(g) for g in rng.choice(list(hm.GESTURES), size=int(rng.integers(2, 5)))]
-    if hand_type == "interacting":
-        rot_r, rot_l, pos_r, pos_l = hm.pair_frames(rng)
-        base = {"right": (rot_r, pos_r), "left": (rot_l, pos_l)}
-    else:
-        base = {hand_type: (hm.random_frame(rng), rng.normal(0, 30, 3))}
     world = np.zeros((n_frames, 42, 3))
+    elbows = np.zeros((n_frames, 2, 3))
     params = {}
     drift = rng.normal(0, 25, 3)
-    for side, (rot0, pos0) in base.items():
+    for side, (rot0, pos0, to_elbow) in place_hands(rng, hand_type).items():
         angles = hm.gesture_trajectory(keys, t, rng)
-        rots = hm.wobble_rotations(rot0, t, rng.uniform(10, 30), rng)
+        rots = hm.wobble_rotations(rot0, t, rng.uniform(5, 15), rng)
         pos = centre + pos0 + drift * np.sin(np.pi * t)[:, None] + rng.normal(0, 3, (n_frames, 3))
         params[side] = manohands.hand_params(side, rots, angles, pos, beta)
-        off = 0 if side == "right" else 21
+        off, h = (0, 0) if side == "right" else (21, 1)
         world[:, off:off + 21] = manohands.regressed_joints(side, params[side]) + manohands.fit_noise(rng, n_frames)
-    return np.round(world, 3), params
+        elbows[:, h] = world[:, off + 20] + to_elbow
+    return np.round(world, 3), elbows, params
 
 
 def plan_interhand(out_dir, split, spec, seed):
@@ -76,13 +81,14 @@ def plan_interhand(out_dir, split, spec, seed):
     list (val/test) and the render tasks. Deterministic in (split, spec, seed)."""
     rng = np.random.default_rng([seed, SPLITS.index(split)])
     n_cap, n_cam, n_seq, n_frames = spec
+    rig_rng = np.random.default_rng([seed, 1000])  # the same rig (and backdrops) in every split
+    cams = _cameras(rig_rng, n_cam, RIG_CENTRE)
+    bg_seed = {cam: int(rig_rng.integers(2**31)) for cam in cams}
     images, annots, cameras, joints3d, mano, rootnet, tasks = [], [], {}, {}, {}, [], []
     for capture in range(n_cap):
         subject = SPLITS.index(split) * 100 + capture + 1
         scale, skin, shape = rng.uniform(0.88, 1.12), random_skin(rng), rng.normal(0, 0.8, 10)
-        centre = np.array([rng.uniform(-200, 200), rng.uniform(-200, 200), rng.uniform(900, 1300)])
-        cams = _cameras(rng, n_cam, centre)
-        bg_seed = {cam: int(rng.integers(2**31)) for cam in cams}
+        centre = RIG_CENTRE + rng.normal(0, SUBJECT_JITTER_MM, 3)
         cameras[str(capture)] = {k: {c: v[k].tolist() for c, v in cams.items()}
                                  for k in ("campos", "camrot", "focal", "princpt")}
         joints3d[str(capture)], mano[str(capture)] = {}, {}
@@ -91,7 +97,7 @@ def plan_interhand(out_dir, split, spec, seed):
             hand_type = ("right", "left", "interacting")[s % 3]
             names = hm.DOUBLE_SEQS if hand_type == "interacting" else hm.SINGLE_SEQS
             seq_name = f"{s + 3 * capture:04d}_{names[int(rng.integers(len(names)))]}"
-            world, hands = _sequence(rng, hand_type, n_frames, centre, manohands.betas(scale, shape))
+            world, elbows, hands = _sequence(rng, hand_type, n_frames, centre, manohands.betas(scale, shape))
             present = np.array([hand_type != "left", hand_type != "right"])
             for i in range(n_frames):
                 valid3d = np.repeat(present, 21) & (rng.random(42) > 0.01)
@@ -123,7 +129,8 @@ def plan_interhand(out_dir, split, spec, seed):
                     look = random_look(rng, skin, bg_seed[cam])
                     tasks.append(Task(os.path.join(out_dir, "images", split, file_name), joint_cam,
                                       tuple(bool(p) for p in present), tuple(c["focal"]),
-                                      tuple(c["princpt"]), w, h, look))
+                                      tuple(c["princpt"]), w, h, look,
+                                      world2cam(elbows[i], c["camrot"], c["campos"])))
                 frame += 3
             frame += 3 * int(rng.integers(20, 200))
     data = {"images": images, "annotations": annots}

@@ -2,11 +2,12 @@
 
 Each hand is a set of solids built from its 21 camera-space joints alone: one capsule per finger
 bone (its end spheres centred on the joints), metacarpal capsules, a flattened palm ellipsoid, a
-thenar capsule and a forearm capsule ending at the wrist. Every primitive is ray-cast vectorised
+thenar capsule and a forearm capsule ending at the wrist (pointing at the hand's elbow where the
+generator gives one, else straight back along the hand). Every primitive is ray-cast vectorised
 over its own screen bounding box into a z-buffer (depth = camera Z in mm, so occlusion within and
 between hands is exact). Shading: Lambert + specular from a point light near the camera with
-inverse-square fall-off (a natural depth cue), palm side slightly lighter than the back, nails on
-the back of the fingertips. Pixel centres sit at integer coordinates (u = X/Z fx + cx).
+inverse-square fall-off (a natural depth cue); the palm side lighter and pinker than the back, as
+real palms are (least pigmented skin), and nails on the back of the fingertips. Pixel centres sit at integer coordinates (u = X/Z fx + cx).
 """
 from dataclasses import dataclass
 from functools import lru_cache
@@ -60,8 +61,9 @@ def _rowdot(rows, vec):
     return rows[:, 0] * vec[0] + rows[:, 1] * vec[1] + rows[:, 2] * vec[2]
 
 
-def hand_solids(joints: np.ndarray, side: int):
-    """joints (21, 3) camera mm, side +1 right / -1 left -> (capsules, ellipsoids, palm_normal).
+def hand_solids(joints: np.ndarray, side: int, elbow=None):
+    """joints (21, 3) camera mm, side +1 right / -1 left, elbow (3,) camera mm or None -> (capsules,
+    ellipsoids, palm_normal).
 
     capsules: (pa (N, 3), pb (N, 3), radius (N,), is_distal (N,) bool);
     ellipsoids: list of (centre (3,), axes (3, 3) columns = semi-axis vectors)."""
@@ -85,7 +87,7 @@ def hand_solids(joints: np.ndarray, side: int):
     pa.append(wrist + 0.2 * (j[3] - wrist) + 6 * k * palm_n), pb.append(j[2])
     rad.append(12.0 * k), distal.append(False)
     # forearm, ending at the wrist (in pieces: a long diagonal capsule has a wasteful screen box)
-    arm = -y * 420.0 * k - palm_n * 10.0 * k
+    arm = -y * 420.0 * k - palm_n * 10.0 * k if elbow is None else np.asarray(elbow, np.float64) - wrist
     for a, b in ((0.0, 0.2), (0.2, 0.4), (0.4, 0.6), (0.6, 0.8), (0.8, 1.0)):
         pa.append(wrist + a * arm), pb.append(wrist + b * arm)
         rad.append(24.0 * k), distal.append(False)
@@ -176,15 +178,17 @@ class Raster:
         np.copyto(q, prim, where=closer, casting="unsafe")
 
 
-def rasterize(joints_cam, present, focal, princpt, width, height) -> Raster:
-    """Z-buffer the hands. joints_cam (42, 3) mm, present (2,) bools [right, left]."""
+def rasterize(joints_cam, present, focal, princpt, width, height, elbows=None) -> Raster:
+    """Z-buffer the hands. joints_cam (42, 3) mm, present (2,) bools [right, left], elbows (2, 3) mm
+    or None."""
     focal = np.asarray(focal, dtype=np.float64)
     princpt = np.asarray(princpt, dtype=np.float64)
     ras = Raster(width, height)
     for h, side in ((0, 1), (1, -1)):
         if not present[h]:
             continue
-        (pa, pb, rad, distal), ells, palm_n = hand_solids(np.asarray(joints_cam)[21 * h: 21 * h + 21], side)
+        (pa, pb, rad, distal), ells, palm_n = hand_solids(np.asarray(joints_cam)[21 * h: 21 * h + 21], side,
+                                                          None if elbows is None else elbows[h])
         for i in range(len(rad)):
             box = _screen_box(np.stack([pa[i], pb[i]]), rad[i], focal, princpt, width, height)
             if box is not None:
@@ -223,12 +227,13 @@ def surface(ras: Raster, focal, princpt, skins):
         q = p[sel] - ras.prims[i][4]
         normal[sel] = sum(q[:, k:k + 1] * m[k] for k in range(3))
     normal = _unit(normal)
-    nail = distal & (axial > 0.35) & (np.einsum("ij,ij->i", normal, palm_n) < -0.55)
+    facing = np.einsum("ij,ij->i", normal, palm_n)  # +1 palm side, -1 back
+    nail = distal & (axial > 0.3) & (facing < -0.4)
     skin = np.asarray(skins, dtype=np.float64)[hand]
-    palm = np.clip(np.einsum("ij,ij->i", normal, palm_n), 0, 1)[:, None]
-    pink = np.clip(skin * np.array([1.12, 1.02, 1.0]) + 0.06, 0, 1)
-    albedo = skin * (1 - 0.35 * palm) + pink * 0.35 * palm
-    albedo[nail] = 0.55 * skin[nail] + 0.45 * np.array([0.97, 0.86, 0.84])
+    palm = np.clip((facing + 0.2) / 0.7, 0, 1)[:, None]  # the palm's skin wraps a little round the sides
+    pale = np.clip((skin + (1.0 - skin) * 0.45) * np.array([1.04, 0.95, 0.94]), 0, 1)
+    albedo = skin * 0.95 * (1 - palm) + pale * palm
+    albedo[nail] = 0.35 * skin[nail] + 0.65 * np.array([0.98, 0.88, 0.86])
     return (vs, us), p, normal, albedo
 
 
@@ -300,9 +305,9 @@ def shade(ras: Raster, focal, princpt, look: Look) -> np.ndarray:
     return np.clip(img, 0, 255, out=img).astype(np.uint8)
 
 
-def render(joints_cam, present, focal, princpt, width, height, look: Look):
+def render(joints_cam, present, focal, princpt, width, height, look: Look, elbows=None):
     """The picture of the hands: (H, W, 3) uint8 RGB and its Raster (z-buffer)."""
     focal = np.asarray(focal, dtype=np.float64)
     princpt = np.asarray(princpt, dtype=np.float64)
-    ras = rasterize(joints_cam, present, focal, princpt, width, height)
+    ras = rasterize(joints_cam, present, focal, princpt, width, height, elbows)
     return shade(ras, focal, princpt, look), ras
