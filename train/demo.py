@@ -60,6 +60,25 @@ def evaluate(name: str, shards: Path, split: str, out: Path, *, checkpoint: Path
                   pictures=pictures, quiet=True)
 
 
+# The demo's bar: each head clearly better than a network that ignores the picture.
+HANDEDNESS_BAR = 0.90
+BASELINE_RATIO_BAR = 0.75
+BAR_METRICS = (("mpjpe_single", "MPJPE single"), ("mpjpe_interacting", "MPJPE interacting"),
+               ("mpjpe_all", "MPJPE all"), ("mrrpe", "MRRPE"))
+
+
+def bar_checks(trained: dict, mean_pose: dict) -> list[tuple[str, str, bool]]:
+    """(key, text, passed) per line of the bar: handedness >= 0.90 and every error <= 0.75 x the mean-pose
+    baseline's."""
+    h = float(trained["handedness_accuracy"])
+    out = [("handedness", f"handedness {h:.3f} >= {HANDEDNESS_BAR}", h >= HANDEDNESS_BAR)]
+    for key, label in BAR_METRICS:
+        t, m = float(trained[key]), float(mean_pose[key])
+        out.append((key, f"{label} {t:.1f} mm = {t / m:.2f} x the mean pose's {m:.1f} mm (<= {BASELINE_RATIO_BAR})",
+                    t <= BASELINE_RATIO_BAR * m))
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     from eval.gt import load_gt, split_url
     from eval.metrics import mean_pose_predictions
@@ -101,10 +120,14 @@ def main(argv: list[str] | None = None) -> dict:
         lines.append(f"{label:24}" + "".join(f"{float(m[k]):>14.3f}" for m in rows.values()))
     table = "\n".join(lines)
     summary = {name: {k: float(m[k]) for k, _ in keys} for name, m in rows.items()}
+    checks = bar_checks(trained, mean)
+    summary["bar"] = {name: ok for name, _, ok in checks}
     summary["seconds"] = time.perf_counter() - t0
+    bar = "\n".join(f"  [{'ok' if ok else 'MISSED'}] {text}" for _, text, ok in checks)
     atomic_write_json(run_dir / "demo_summary.json", summary)
-    atomic_write_text(run_dir / "demo_summary.txt", table + "\n")
+    atomic_write_text(run_dir / "demo_summary.txt", table + "\n\n" + bar + "\n")
     print(f"\n[demo] test split, {int(trained['num_samples'])} samples:\n{table}")
+    print(f"\n[demo] what every head should reach after `make demo` (issue 17's bar):\n{bar}")
     print(f"\n[demo] done in {summary['seconds'] / 60:.1f} min. Run folder: {run_dir}")
     print(f"       loss curves: {run_dir / 'loss_curves.png'}; predictions drawn: {run_dir / 'eval'}/best.png, worst.png")
     return summary
