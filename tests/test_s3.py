@@ -186,8 +186,9 @@ def test_train_and_evaluate_from_the_bucket(s3, tmp_path_factory, tmp_path):
     assert res2.returncode == 0, res2.stderr[-3000:]
     assert f"caching {s3.url('shards/val')}" in res2.stderr
     metrics = json.loads((ev / "metrics.json").read_text())
-    assert metrics["num_samples"] == open_split(s3.url("shards/val")).num_samples == 26
-    assert len(np.load(ev / "predictions.npz")["annot_id"]) == 26
+    n_val = open_split(s3.url("shards/val")).num_samples
+    assert n_val > 10 and metrics["num_samples"] == n_val
+    assert len(np.load(ev / "predictions.npz")["annot_id"]) == n_val
     assert digest(cache / "s3" / s3.bucket / "shards" / "val") == digest(shards / "val")
     assert_no_credentials([res.stdout, res.stderr, res2.stdout, res2.stderr], [run, ev, cache])
 
