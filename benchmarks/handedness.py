@@ -1,6 +1,6 @@
 """Controlled runs behind issue 17: why does `make demo` not learn handedness, interacting poses and MRRPE?
 
-    .venv/bin/python -m benchmarks.handedness VARIANT [VARIANT ...] [--work DIR] [--epochs N] [--key=value ...]
+    .venv/bin/python -m benchmarks.handedness VARIANT [--work DIR] [--epochs N] [--key=value ...]
 
 Each variant changes one thing against `base` (the demo as `make demo` runs it, `--epochs` epochs) and
 reports the test-split table of train.demo (trained network beside the mean-pose baseline) into
@@ -16,10 +16,12 @@ WORK/VARIANT/demo_summary.json, plus a one-line summary on stdout. Variants:
             forearm's side in the picture then tells a right hand from a left one in every camera
   htweight  the hand-type loss weighted x 100 (diagnostic only; the paper sums the three unweighted): is
             it the hand-type signal that is starved beside the heatmap loss (~300 vs ~0.6)?
-  input128  128x128 input and 32^3 heatmaps instead of 64x64 and 16^3: is the input too small to see
-            the chirality cues?
-Data variants (oracle) generate their own synthetic set under WORK/data-VARIANT; the others share
-WORK/data-base. Extra `--key=value` options go to the trainer (train/config.py).
+  input96   96x96 input and 24^3 heatmaps instead of 64x64 and 16^3 (2.25x the pixels): is the input
+            too small to show the chirality cues (nails, palm)?
+Data variants (oracle, frontrig) generate their own synthetic `small` set under WORK/data-VARIANT (in
+this process: the patches hold only here); the others share WORK/data-base. One variant per process
+(the patches are process-wide). Results are appended to WORK/results.jsonl. Extra `--key=value`
+options go to the trainer (train/config.py).
 """
 from __future__ import annotations
 
@@ -77,13 +79,13 @@ VARIANTS = {
     "noflip": (None, _no_flip, []),
     "frontrig": ("frontrig", _front_rig, []),
     "htweight": (None, _weight_hand_type, []),
-    "input128": (None, None, ["--model.input_size=128", "--model.heatmap_size=32,32,32"]),
+    "input96": (None, None, ["--model.input_size=96", "--model.depth_bins=24"]),
 }
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.handedness", description=__doc__.split("\n")[0])
-    p.add_argument("variants", nargs="+", choices=tuple(VARIANTS))
+    p.add_argument("variant", choices=tuple(VARIANTS))
     p.add_argument("--work", default="/tmp/handedness")
     p.add_argument("--epochs", type=int, default=20)
     args, extra = p.parse_known_args(argv)
@@ -92,25 +94,25 @@ def main(argv=None) -> None:
     from train.demo import main as demo
 
     work = Path(args.work).resolve()
-    for name in args.variants:
-        data, patch, overrides = VARIANTS[name]
-        if patch is not None:
-            patch()
-        data_dir = work / f"data-{data or 'base'}"
-        synth = data_dir / "synth" / "interhand"
-        if data is not None and not (synth / ".complete").exists():
-            # A patched renderer must run in this process: the generator's pool spawns fresh workers.
-            atomic_write_json(synth / ".complete", generate(synth, size="small", seed=0, workers=1), indent=None)
-        decay = max(1, round(args.epochs * 0.9))
-        summary = demo(["--data", str(data_dir), "--out", str(work / name),
-                        f"--epochs={args.epochs}", f"--lr_decay_epochs={decay}", "--val_every=0",
-                        *overrides, *extra])
-        t, m = summary["trained"], summary["mean pose"]
-        line = {"variant": name, "epochs": args.epochs, "minutes": round(summary["seconds"] / 60, 1),
-                **{k: round(t[k], 3) for k in t}, **{f"baseline_{k}": round(m[k], 3) for k in m}}
-        print("RESULT " + json.dumps(line), flush=True)
-        with open(work / "results.jsonl", "a") as f:
-            f.write(json.dumps(line) + "\n")
+    name = args.variant
+    data, patch, overrides = VARIANTS[name]
+    if patch is not None:
+        patch()
+    data_dir = work / f"data-{data or 'base'}"
+    synth = data_dir / "synth" / "interhand"
+    if data is not None and not (synth / ".complete").exists():
+        # A patched renderer must run in this process: the generator's pool spawns fresh workers.
+        atomic_write_json(synth / ".complete", generate(synth, size="small", seed=0, workers=1), indent=None)
+    decay = max(1, round(args.epochs * 0.9))
+    summary = demo(["--data", str(data_dir), "--out", str(work / name),
+                    f"--epochs={args.epochs}", f"--lr_decay_epochs={decay}", "--val_every=0",
+                    *overrides, *extra])
+    t, m = summary["trained"], summary["mean pose"]
+    line = {"variant": name, "epochs": args.epochs, "minutes": round(summary["seconds"] / 60, 1),
+            **{k: round(t[k], 3) for k in t}, **{f"baseline_{k}": round(m[k], 3) for k in m}}
+    print("RESULT " + json.dumps(line), flush=True)
+    with open(work / "results.jsonl", "a") as f:
+        f.write(json.dumps(line) + "\n")
 
 
 if __name__ == "__main__":
