@@ -165,7 +165,7 @@ def test_overlays_land_on_the_drawn_hands(data, models, offset_mm):
             meshes.append((vc, models[SIDES[h]]["f"], mrender.COLOURS[SIDES[h]]))
         _, _, which = mrender.overlay(np.zeros((t.height, t.width, 3), np.uint8), meshes, cam["focal"], cam["princpt"])
         mesh_hand = np.where(which >= 0, np.array(sides)[np.maximum(which, 0)], -1)
-        drawn = srender.rasterize(t.joints_cam, t.present, t.focal, t.princpt, t.width, t.height)
+        drawn = srender.rasterize(t.joints_cam, t.present, t.focal, t.princpt, t.width, t.height, t.elbows)
         hand_of = np.array([q[1] for q in drawn.prims])
         nth = np.array([np.sum(hand_of[:i] == hand_of[i]) for i in range(len(hand_of))])
         forearm = np.r_[False, (nth >= 20) & (nth < 25)][drawn.prim.astype(np.int64) + 1]  # 5 forearm capsules

@@ -43,7 +43,7 @@ def right_arm(rng: np.random.Generator, roll_deg) -> tuple:
     """A right hand's wrist rotation (3, 3) and its wrist->elbow vector (3,) mm, body frame."""
     to_elbow = _unit(ELBOW_DIR + rng.normal(0, ELBOW_SPREAD, 3))
     axis = -to_elbow  # elbow -> wrist: the forearm's direction, the hand's +y at a straight wrist
-    down = np.array([0.0, 0.0, -1.0])
+    down = np.array([0.0, 0.0, -1.0]) if abs(axis[2]) < 0.99 else np.array([0.0, 1.0, 0.0])  # never parallel
     down = _unit(down - (down @ axis) * axis)
     roll = np.radians(rng.uniform(*roll_deg))
     palm = np.cos(roll) * down + np.sin(roll) * np.cross(axis, down)  # 0 down, 90 medial, 180 up

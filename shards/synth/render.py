@@ -7,7 +7,8 @@ generator gives one, else straight back along the hand). Every primitive is ray-
 over its own screen bounding box into a z-buffer (depth = camera Z in mm, so occlusion within and
 between hands is exact). Shading: Lambert + specular from a point light near the camera with
 inverse-square fall-off (a natural depth cue); the palm side lighter and pinker than the back, as
-real palms are (least pigmented skin), and nails on the back of the fingertips. Pixel centres sit at integer coordinates (u = X/Z fx + cx).
+real palms are (least pigmented skin), and nails on the back of the fingertips. Pixel centres sit at
+integer coordinates (u = X/Z fx + cx).
 """
 from dataclasses import dataclass
 from functools import lru_cache
