@@ -18,6 +18,15 @@ WORK/VARIANT/demo_summary.json, plus a one-line summary on stdout. Variants:
             it the hand-type signal that is starved beside the heatmap loss (~300 vs ~0.6)?
   input96   96x96 input and 24^3 heatmaps instead of 64x64 and 16^3 (2.25x the pixels): is the input
             too small to show the chirality cues (nails, palm)?
+  fewseq    the `small` set as it was before, the same number of pictures from 1/4 of the sequences
+            (train 4 captures x 6 sequences x 12 frames instead of 24 x 3; test 6 x 10 instead of
+            30 x 2): 8 right-hand sequences in train, each one base placement of the hand.
+  htonly    the hand-type loss alone (heatmap and root-depth losses x 0; diagnostic only): can this
+            network learn chirality from these pictures in this budget when nothing else competes?
+Besides the paper's metrics, each run reports handedness split into its two parts on the test and
+the train split (docs/conventions.md 7.5): `hand_count_auc` (two hands vs one) and `chirality_auc`
+(right vs left among single hands); 0.5 is chance. The train figures tell underfitting (low on both
+splits) from overfitting (high on train only).
 Data variants (oracle, frontrig) generate their own synthetic `small` set under WORK/data-VARIANT (in
 this process: the patches hold only here); the others share WORK/data-base. One variant per process
 (the patches are process-wide). Results are appended to WORK/results.jsonl. Extra `--key=value`
@@ -67,6 +76,33 @@ def _weight_hand_type():
     loss.hand_type_loss = lambda pred, target, valid: 100.0 * original(pred, target, valid)
 
 
+def _few_sequences():
+    """Patch the synthetic set's sizes: `small` as it was, 1/4 of today's sequences, as many pictures."""
+    from shards.synth import common
+
+    common.SIZES["small"] = {"train": (4, 6, 6, 12), "val": (1, 6, 6, 10), "test": (2, 6, 6, 10)}
+
+
+def _hand_type_only():
+    """Patch the criterion: heatmap and root-depth losses x 0 (a diagnostic: only the hand type is learnt)."""
+    from model import loss
+
+    heat, root = loss.heatmap_loss, loss.root_depth_loss
+    loss.heatmap_loss = lambda *a, **k: 0.0 * heat(*a, **k)
+    loss.root_depth_loss = lambda *a, **k: 0.0 * root(*a, **k)
+
+
+def split_parts(predictions: dict, split_url: str) -> dict:
+    """eval.metrics.handedness_parts of hand-type outputs against a split's GT (hand_type_valid samples)."""
+    from eval.gt import align, load_gt
+    from eval.metrics import handedness_parts
+
+    gt = load_gt(split_url, progress=False)
+    ht = predictions["hand_type"][align(gt["annot_id"], predictions["annot_id"])]
+    valid = gt["hand_type_valid"].reshape(-1) > 0
+    return handedness_parts(gt["hand_code"][valid], ht[valid])
+
+
 def _no_flip():
     from pipeline import graph
 
@@ -80,6 +116,8 @@ VARIANTS = {
     "frontrig": ("frontrig", _front_rig, []),
     "htweight": (None, _weight_hand_type, []),
     "input96": (None, None, ["--model.input_size=96", "--model.depth_bins=24"]),
+    "htonly": (None, _hand_type_only, []),
+    "fewseq": ("fewseq", _few_sequences, []),
 }
 
 
@@ -107,9 +145,18 @@ def main(argv=None) -> None:
     summary = demo(["--data", str(data_dir), "--out", str(work / name),
                     f"--epochs={args.epochs}", f"--lr_decay_epochs={decay}", "--val_every=0",
                     *overrides, *extra])
+    import numpy as np
+
+    from eval.run_checkpoint import predict_checkpoint
+
     t, m = summary["trained"], summary["mean pose"]
+    shards = data_dir / "shards" / "interhand"
+    parts = {"test": split_parts(dict(np.load(work / name / "eval" / "predictions.npz")), str(shards / "test")),
+             "train": split_parts(predict_checkpoint(str(work / name / "final.pt"), str(shards), "train",
+                                                          progress=False), str(shards / "train"))}
     line = {"variant": name, "epochs": args.epochs, "minutes": round(summary["seconds"] / 60, 1),
-            **{k: round(t[k], 3) for k in t}, **{f"baseline_{k}": round(m[k], 3) for k in m}}
+            **{k: round(t[k], 3) for k in t}, **{f"baseline_{k}": round(m[k], 3) for k in m},
+            **{f"{split}_{k}": round(v, 3) for split, d in parts.items() for k, v in d.items()}}
     print("RESULT " + json.dumps(line), flush=True)
     with open(work / "results.jsonl", "a") as f:
         f.write(json.dumps(line) + "\n")

@@ -10,6 +10,12 @@ Definitions follow the original's evaluate() exactly:
   vector (see eval.convert.root_vector for how form (a) builds it);
 - handedness: over samples with hand_type_valid; right = p0 > .5 and p1 < .5, left = p0 < .5 and
   p1 > .5, interacting = both > .5.
+Two diagnostics that are not the paper's (docs/conventions.md §7) split handedness into its parts, as
+ROC AUCs of the raw outputs over the same samples (0.5 = chance, NaN when a class is absent):
+- hand_count_auc: interacting vs single samples, scored by p0 + p1;
+- chirality_auc: right vs left among single-hand samples, scored by p0 - p1.
+A network that counts hands but cannot tell right from left keeps a thresholded accuracy at the
+majority class; these say which part is learnt.
 An empty set gives NaN with count 0 (the original would crash). A joint with no valid entry in a set
 has a NaN per-joint mean and is left out of that set's mean over joints (the original would crash).
 """
@@ -91,6 +97,34 @@ def handedness_correct(gt_code, pred_hand_type) -> np.ndarray:
                      [r_hi & l_lo, r_lo & l_hi, r_hi & l_hi], default=False)
 
 
+def roc_auc(score, positive) -> float:
+    """Mann-Whitney ROC AUC of `score` for the boolean labels `positive` (tied scores count one half,
+    through average ranks); NaN when either class is empty."""
+    score = np.asarray(score, dtype=np.float64).reshape(-1)
+    positive = np.asarray(positive, dtype=bool).reshape(-1)
+    n1 = int(positive.sum())
+    n0 = positive.size - n1
+    if not n1 or not n0:
+        return float("nan")
+    order = np.argsort(score, kind="stable")
+    s = score[order]
+    # average 1-based rank of each run of equal scores
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    ends = np.r_[starts[1:], s.size]
+    ranks = np.empty(s.size)
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
+    return float((ranks[positive].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
+
+
+def handedness_parts(gt_code, pred_hand_type) -> dict:
+    """{"hand_count_auc", "chirality_auc"} (module doc) of (N, 2) probabilities for GT codes (N,)."""
+    p = np.asarray(pred_hand_type, dtype=np.float64)
+    code = np.asarray(gt_code)
+    single = code != INTER_CODE
+    return {"hand_count_auc": roc_auc(p[:, 0] + p[:, 1], code == INTER_CODE),
+            "chirality_auc": roc_auc(p[single, 0] - p[single, 1], code[single] == RIGHT_CODE)}
+
+
 def compute_metrics(pred_cam, gt_cam, joint_valid, gt_hand_type, hand_type_valid, pred_hand_type,
                     pred_root_vec=None, return_errors: bool = False):
     """All of docs/conventions.md §7 at once.
@@ -150,6 +184,7 @@ def compute_metrics(pred_cam, gt_cam, joint_valid, gt_hand_type, hand_type_valid
         "mrrpe_count": int(rr.sum()),
         "handedness_accuracy": float(correct.sum() / n_ht) if n_ht else float("nan"),
         "handedness_count": n_ht,
+        **handedness_parts(code[htv], np.asarray(pred_hand_type)[htv]),
         "num_samples": int(n),
         "num_single": int(single.sum()),
         "num_interacting": int(inter.sum()),

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from eval.convert import output_to_camera
-from eval.metrics import compute_metrics, hand_type_codes
+from eval.metrics import compute_metrics, hand_type_codes, roc_auc
 from shards.skeleton import HAND_TYPES
 
 from .test_eval_data import make_records
@@ -45,6 +45,37 @@ def test_hand_checked_case():
     assert m["mrrpe"] == pytest.approx(5.0) and m["mrrpe_count"] == 1
     assert m["handedness_accuracy"] == pytest.approx(2 / 3) and m["handedness_count"] == 3
     assert (m["num_single"], m["num_interacting"]) == (2, 2)
+    # diagnostics over the 3 hand_type_valid samples: count = interacting (0.7+0.8) above both singles (1.0)
+    assert m["hand_count_auc"] == 1.0
+    # chirality: the right sample's p0-p1 = 0.8 above the left's 0.2
+    assert m["chirality_auc"] == 1.0
+
+
+def _pair_count_auc(score, positive):
+    """The definition: the share of (positive, negative) pairs ordered right, ties one half."""
+    pos = [s for s, y in zip(score, positive) if y]
+    neg = [s for s, y in zip(score, positive) if not y]
+    wins = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a in pos for b in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def test_roc_auc_equals_pair_count():
+    rng = np.random.default_rng(3)
+    for n in (2, 7, 60, 301):
+        score = rng.integers(0, 6, n) / 5.0  # many ties
+        positive = rng.random(n) < 0.4
+        positive[0], positive[1] = True, False
+        assert roc_auc(score, positive) == pytest.approx(_pair_count_auc(score, positive), abs=1e-12)
+        assert roc_auc(-score, positive) == pytest.approx(1 - _pair_count_auc(score, positive), abs=1e-12)
+    assert roc_auc(np.full(9, 0.3), np.arange(9) < 4) == 0.5  # a constant output is chance
+    assert math.isnan(roc_auc([0.1, 0.2], [True, True]))
+    # a network that counts hands but has no chirality: count AUC 1, chirality 0.5, accuracy at the majority
+    ht = ["right", "left", "interacting", "right", "left", "interacting"]
+    p = np.array([[0.6, 0.6], [0.6, 0.6], [0.9, 0.9], [0.6, 0.6], [0.6, 0.6], [0.9, 0.9]])
+    gt = np.zeros((6, 42, 3))
+    m = compute_metrics(gt, gt, np.ones((6, 42)), ht, np.ones(6), p)
+    assert (m["hand_count_auc"], m["chirality_auc"]) == (1.0, 0.5)
+    assert m["handedness_accuracy"] == pytest.approx(2 / 6)
 
 
 def test_empty_sets_give_nan_not_crash():

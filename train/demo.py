@@ -114,7 +114,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     rows = {"trained": trained, "untrained": untrained, "mean pose": mean}
     keys = [("mpjpe_single", "MPJPE single (mm)"), ("mpjpe_interacting", "MPJPE interacting (mm)"),
-            ("mpjpe_all", "MPJPE all (mm)"), ("mrrpe", "MRRPE (mm)"), ("handedness_accuracy", "handedness")]
+            ("mpjpe_all", "MPJPE all (mm)"), ("mrrpe", "MRRPE (mm)"), ("handedness_accuracy", "handedness"),
+            # not the paper's: which part of handedness is learnt (docs/conventions.md 7.5; 0.5 = chance)
+            ("hand_count_auc", "  two hands vs one AUC"), ("chirality_auc", "  right vs left AUC")]
     lines = [f"{'':24}" + "".join(f"{name:>14}" for name in rows)]
     for k, label in keys:
         lines.append(f"{label:24}" + "".join(f"{float(m[k]):>14.3f}" for m in rows.values()))

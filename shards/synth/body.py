@@ -30,9 +30,11 @@ ROLL_SINGLE = (-40.0, 200.0)
 ROLL_INTERACTING = (20.0, 170.0)  # two hands working together mostly face each other
 WRIST_FLEX = (-55.0, 60.0)  # degrees about the hand's x (+: towards the palm)
 WRIST_DEVIATION = (-20.0, 25.0)  # degrees about the palm normal
-# Right wrist position ranges (mm, body frame) about the workspace centre.
-WRIST_SINGLE = ((-60.0, 170.0), (-80.0, 80.0), (-100.0, 80.0))
-WRIST_INTERACTING = ((30.0, 110.0), (-50.0, 60.0), (-60.0, 60.0))
+# Where a right hand's palm centre (PALM_MM from the wrist along the hand) sits about the workspace
+# centre (mm, body frame): one hand near the middle of the rig's view, two hands side by side.
+PALM_MM = 70.0
+PALM_SINGLE = ((-30.0, 60.0), (-40.0, 40.0), (-40.0, 40.0))
+PALM_INTERACTING = ((25.0, 75.0), (-25.0, 25.0), (-25.0, 25.0))
 
 
 def _unit(v):
@@ -57,12 +59,12 @@ def place_hands(rng: np.random.Generator, hand_type: str) -> dict:
     """{side: (rotation (3, 3), wrist (3,) mm, wrist->elbow (3,) mm)} of a sequence's base pose, body
     frame, for hand_type "right", "left" or "interacting"."""
     sides = ("right", "left") if hand_type == "interacting" else (hand_type,)
-    box = WRIST_INTERACTING if hand_type == "interacting" else WRIST_SINGLE
+    box = PALM_INTERACTING if hand_type == "interacting" else PALM_SINGLE
     roll = ROLL_INTERACTING if hand_type == "interacting" else ROLL_SINGLE
     out = {}
     for side in sides:
         rot, elbow = right_arm(rng, roll)
-        wrist = np.array([rng.uniform(*r) for r in box])
+        wrist = np.array([rng.uniform(*r) for r in box]) - PALM_MM * rot[:, 1]
         if side == "left":
             rot, wrist, elbow = MIRROR @ rot @ MIRROR, MIRROR @ wrist, MIRROR @ elbow
         out[side] = (rot, wrist, elbow)

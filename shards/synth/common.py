@@ -14,11 +14,14 @@ from ..geometry import cam2pixel, world2cam
 from .render import Look, render
 
 SPLITS = ("train", "val", "test")
-# per split: (captures, cameras per capture, sequences per capture, frames per sequence)
+# per split: (captures, cameras per capture, sequences per capture, frames per sequence). Sequences
+# cycle right / left / interacting, and each has one base placement of its hands, so distinct hands
+# come from sequences, not frames: `small` has 32 sequences of each kind in train (2-3 frames each;
+# with 6 x 12 it had 8 and the demo's poses did not generalise: benchmarks/handedness.py `fewseq`).
 SIZES = {
     "tiny": {"train": (2, 3, 3, 4), "val": (1, 3, 3, 3), "test": (1, 3, 3, 3)},
-    "small": {"train": (4, 6, 6, 12), "val": (1, 6, 6, 10), "test": (2, 6, 6, 10)},
-    "medium": {"train": (6, 8, 9, 20), "val": (2, 8, 9, 10), "test": (2, 8, 9, 10)},
+    "small": {"train": (4, 6, 24, 3), "val": (1, 6, 20, 3), "test": (2, 6, 30, 2)},
+    "medium": {"train": (6, 8, 36, 5), "val": (2, 8, 30, 3), "test": (2, 8, 30, 3)},
 }
 JPEG_QUALITY = 90
 
