@@ -245,3 +245,24 @@ def test_ustar_header_equals_tarfile_and_image_checks():
     assert "truncated" in writer.check_image(jpg[:-40], "header")
     assert "does not decode" in writer.check_image(jpg[:-40], "full")
     assert writer.check_image(b"GIF89a....", "full") == "not a JPEG or PNG file (starts with 47494638)"
+
+
+def test_json_member_float32_exact_and_short():
+    """A sample's json member (orjson): every float32 reads back to the same float32 from its shortest
+    digits, strided views included; an object it cannot write is an error, not a silent str()."""
+    import json as _json
+
+    from shards.writer import _json_bytes
+
+    rng = np.random.default_rng(0)
+    a = (rng.normal(0, 300, (42, 3)) * rng.choice([1e-6, 1e-2, 1, 1e4], (42, 3))).astype(np.float32)
+    rec = {"joint_cam": a, "joint_img": a[:, :2], "x": np.float32(0.1), "n": np.int64(7), "m": None,
+           "image_path": "/not/written"}
+    out = _json_bytes(rec)
+    back = _json.loads(out)
+    assert "image_path" not in back and back["n"] == 7 and back["m"] is None
+    assert np.array_equal(np.asarray(back["joint_cam"], np.float32), a)
+    assert np.array_equal(np.asarray(back["joint_img"], np.float32), a[:, :2])
+    assert b'"x":0.1,' in out  # shortest float32 digits, not 0.10000000149011612
+    with pytest.raises(TypeError):  # orjson.JSONEncodeError
+        _json_bytes({"bad": object()})
