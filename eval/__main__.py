@@ -38,6 +38,8 @@ def parse_args(argv=None):
     p.add_argument("--heatmap-size", type=int, nargs="+", help="form (a): heatmap D [H W] (default 64 or the file's)")
     p.add_argument("--pictures", type=int, default=8, help="best and worst samples to draw (0: none)")
     p.add_argument("--batch-size", type=int, default=32, help="--checkpoint: images per batch per rank")
+    p.add_argument("--no-verify-shards", action="store_true",
+                   help="--checkpoint: skip hashing the shards against their manifest's sha256 before reading")
     p.add_argument("--device", default=None, help="--checkpoint: cpu or cuda (default: cuda when available)")
     p.add_argument("--cache-dir", help="--checkpoint from a URL: copy the split here once (sha256-checked) and read "
                                        "it locally (default: DALI reads s3:// itself, other URLs go to ~/.cache)")
@@ -131,7 +133,7 @@ def main(argv=None):
 
     raw = predict_checkpoint(args.checkpoint, args.shards, args.split, device=args.device,
                              batch_size=args.batch_size, rootnet=args.rootnet, progress=not args.quiet,
-                             cache_dir=args.cache_dir)
+                             cache_dir=args.cache_dir, verify=not args.no_verify_shards)
     if raw is None:  # a non-zero rank under torchrun: rank 0 scores
         return None
     path = os.path.join(args.out, "predictions.npz")

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from shards.datacheck import DataError, describe_data_error, is_dali_error
+from shards.datacheck import DataError, describe_data_error, is_dali_error, verify_shards
 from shards.cache import cache_split
 from shards.index import open_split
 from shards.labels import LABEL_SIZE, OFFSETS
@@ -72,7 +72,8 @@ class Loader:
     def __init__(self, split_dir, config, *, batch_size: int, train: bool, device, rank: int = 0, world_size: int = 1,
                  seed: int = 0, num_threads: int | None = None, use_rootnet: bool = False,
                  hw_decoder_load: float = 0.65, prefetch: int = 2, force_aug=None, initial_fill: int = 4096,
-                 half_pixel: bool = True, warp: str | None = None, progress: bool = True, cache_dir: str | None = None):
+                 half_pixel: bool = True, warp: str | None = None, progress: bool = True, cache_dir: str | None = None,
+                 verify: bool = False):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 0 <= rank < world_size:
@@ -97,6 +98,10 @@ class Loader:
         self.num_samples = self.split.num_samples  # in the whole split, all ranks together
         start, end = shard_range(self.num_samples, rank, world_size)
         self.rank_samples = end - start  # this rank's part in evaluation
+        if verify:  # the shards holding this rank's samples, against the manifest's sha256 (shards.datacheck)
+            bounds = np.cumsum([0, *self.split.counts])
+            mine = [i for i in range(len(self.split.shards)) if bounds[i] < end and bounds[i + 1] > start]
+            verify_shards(self.split, mine, progress=progress and rank == 0)
         if train:
             self._len = self.num_samples // world_size // batch_size
             if self._len < 1:
@@ -293,7 +298,7 @@ class Loader:
 def build_loader(split_dir, config, *, batch_size: int, train: bool, device, rank: int = 0, world_size: int = 1,
                  seed: int = 0, num_threads: int | None = None, use_rootnet: bool = False,
                  hw_decoder_load: float = 0.65, prefetch: int = 2, progress: bool = True, cache_dir: str | None = None,
-                 **testing) -> Loader:
+                 verify: bool = False, **testing) -> Loader:
     """The data loader of one split folder (OUT/<split>/: its manifest.json, read by shards.index.open_split),
     local or a URL. s3:// is read by DALI itself (one request per member: latency-bound), unless cache_dir
     is given: then, as for any other URL (gs://, ...; default ~/.cache/interhand-fast/shards), the split is
@@ -306,7 +311,10 @@ def build_loader(split_dir, config, *, batch_size: int, train: bool, device, ran
     device_id=None); a CUDA device uses nvJPEG (`mixed`, hw_decoder_load of the images on the hardware
     decoder) and warps on the GPU. `testing` passes force_aug / initial_fill / half_pixel / warp
     ('dali' runs the GPU path's in-graph warp on the CPU) to Loader (tests and previews only).
-    A DALI failure while iterating raises DataError naming the corrupt shard, member and offset."""
+    A DALI failure while iterating raises DataError naming the corrupt shard, member and offset.
+    verify: first hash the shards this rank reads against the manifest's sha256 and name the sample of
+    a changed one (shards.datacheck.verify_shards: damage that decodes with warnings, not errors)."""
     return Loader(split_dir, config, batch_size=batch_size, train=train, device=device, rank=rank,
                   world_size=world_size, seed=seed, num_threads=num_threads, use_rootnet=use_rootnet,
-                  hw_decoder_load=hw_decoder_load, prefetch=prefetch, progress=progress, cache_dir=cache_dir, **testing)
+                  hw_decoder_load=hw_decoder_load, prefetch=prefetch, progress=progress, cache_dir=cache_dir, verify=verify,
+                  **testing)

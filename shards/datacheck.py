@@ -7,9 +7,16 @@ evaluation, previews and benchmarks alike) scans the split's shards with their D
 first the cheap structural checks (every member inside the file, tar header name/size/checksum,
 label sizes and finiteness, image signatures and headers), then, if those pass, a full decode of
 every image, and reports the first bad sample: shard file, member name and byte offset.
+
+Some damage makes no DALI error at all: a JPEG whose entropy-coded data was garbled after conversion
+decodes with decoder warnings on stderr (which name no file) into a wrong picture. verify_shards
+catches it before reading: every shard and index file of a split is hashed against the sha256 its
+manifest recorded, and a shard that changed is scanned with a strict decode (a decoder warning is an
+error) to name the sample. Evaluation does this by default, training with --verify_shards.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 
 import fsspec
@@ -135,6 +142,48 @@ def scan_shards(split: Split, full_decode: bool, progress: bool = True) -> str |
     finally:
         bar.close()
     return None
+
+
+def verify_shards(split: Split, shards=None, progress: bool = True) -> None:
+    """Hash the shard and index files of `split` (or the given shard numbers) against its manifest's
+    sha256; raise DataError for the first that differs, naming the changed file and, for a tar, its
+    first member that fails the structural checks or a strict decode."""
+    picks = range(len(split.shards)) if shards is None else shards
+    files = [(i, split.shards[i][k], split.shards[i].get(s)) for i in picks for k, s in (("tar", "sha256"), ("idx", "idx_sha256"))]
+    total = 0
+    for _, url, _ in files:
+        fs, path = fsspec.core.url_to_fs(url)
+        total += fs.size(path)
+    bar = tqdm(total=total, desc="verifying shards (sha256)", unit="B", unit_scale=True, disable=not progress)
+    try:
+        for i, url, want in files:
+            if not want:
+                raise DataError(f"{split.url}/manifest.json: shard {i} ({url}) has no sha256 to verify against")
+            fs, path = fsspec.core.url_to_fs(url)
+            h = hashlib.sha256()
+            with fs.open(path, "rb") as f:
+                while block := f.read(8 << 20):
+                    h.update(block)
+                    bar.update(len(block))
+            if h.hexdigest() != want:
+                raise DataError(_changed(split, i, url, progress))
+    finally:
+        bar.close()
+
+
+def _changed(split: Split, i: int, url: str, progress: bool) -> str:
+    head = f"{url}: sha256 differs from the one {split.url}/manifest.json recorded (changed since it was written)"
+    if url != split.shards[i]["tar"]:
+        return head + "; convert the split again (python -m shards) or restore the file"
+    one = Split(split.url, split.manifest, (split.shards[i],))
+    try:
+        found = scan_shards(one, full_decode=False, progress=progress) or scan_shards(one, full_decode=True,
+                                                                                       progress=progress)
+    except (OSError, ValueError, IndexError) as e:
+        found = f"{url}: its index cannot be followed ({type(e).__name__}: {e})"
+    if found:
+        return f"{head}; corrupt shard {found}"
+    return head + "; every member still passes the checks and a strict decode (a change decoding cannot see)"
 
 
 def _member_problem(f, ext, off, size, name, tar_size, full_decode) -> str | None:

@@ -121,3 +121,53 @@ def test_the_script_reports_misuse_without_a_traceback():
     res = subprocess.run([python(), str(REPO / "train" / "main.py"), "--shards=/x", "--out=/y", "--lr"],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "error: --lr needs a value" in res.stderr and "Traceback" not in res.stderr
+
+
+def _warn_only_jpeg(tar, idx, line=2):
+    """Overwrite 40 bytes in the middle of a sample's entropy-coded data (0xFF bytes kept): libjpeg still
+    decodes it, with a warning on stderr that names no file (a strict decode fails); returns the member."""
+    import simplejpeg
+
+    fields = idx.read_text().splitlines()[line].split()
+    off, size, name = int(fields[1]), int(fields[2]), fields[3]
+    data = bytearray(tar.read_bytes())
+    for t in range(off + size // 2, off + size // 2 + 40):
+        data[t] = data[t] if data[t] == 0xFF else 0x55
+    jpg = bytes(data[off:off + size])
+    simplejpeg.decode_jpeg(jpg, strict=False)  # decodes: no error for a reader to report
+    with pytest.raises(ValueError):
+        simplejpeg.decode_jpeg(jpg, strict=True)
+    tar.write_bytes(bytes(data))
+    return name
+
+
+def test_verify_shards_names_a_jpeg_that_decodes_with_warnings(shards, tmp_path, capsys):
+    """Damage after conversion that makes no DALI error: the manifest's sha256 catches the shard and a
+    strict decode names the sample, in shards.datacheck, in `python -m eval --checkpoint` (on by
+    default, before DALI reads anything) and in training with --verify_shards."""
+    from eval.__main__ import cli as eval_cli
+    from model import build_model, save_checkpoint
+    from shards.datacheck import DataError, verify_shards
+
+    root = subset(shards, tmp_path / "shards", 2, copy=True)
+    split = open_split(str(root / "train"))
+    verify_shards(split, progress=False)  # intact: nothing to say
+    bad = sorted((root / "train").glob("*.tar"))[1]
+    member = _warn_only_jpeg(bad, bad.with_suffix(".idx"))
+    with pytest.raises(DataError) as err:
+        verify_shards(split, progress=False)
+    msg = str(err.value)
+    assert msg.startswith(f"{bad}: sha256 differs from the one {root / 'train'}/manifest.json recorded")
+    assert f"corrupt shard {bad}: member {member}" in msg and "does not decode" in msg
+    verify_shards(split, [0], progress=False)  # the other shard alone is intact
+
+    ckpt = save_checkpoint(tmp_path / "tiny.pt", build_model("tiny"))
+    args = ["--checkpoint", str(ckpt), "--shards", str(root), "--split", "train", "--device", "cpu", "--quiet"]
+    assert eval_cli([*args, "--out", str(tmp_path / "eval")]) == 2
+    err_lines = capsys.readouterr().err.strip().splitlines()
+    assert len(err_lines) == 1 and f"corrupt shard {bad}: member {member}" in err_lines[0]
+    assert not (tmp_path / "eval" / "metrics.json").exists()
+
+    with pytest.raises(DataError, match=f"corrupt shard {bad}: member {member}"):
+        main([f"--shards={root}", f"--out={tmp_path / 'run'}", *FAST, "--epochs=1", "--val_every=0",
+              "--verify_shards", "--debug"])

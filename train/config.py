@@ -20,6 +20,9 @@ class TrainConfig:
     # "": s3:// read by DALI itself, other URLs copied once to ~/.cache/interhand-fast/shards;
     # a folder: every URL's splits copied there (sha256-checked, shards.cache), then read locally
     cache_dir: str = ""
+    # hash the shards against their manifest's sha256 before reading (names a sample damaged since the
+    # conversion, e.g. a JPEG that decodes with warnings only; shards.datacheck.verify_shards)
+    verify_shards: bool = False
     out: str = ""  # run folder
     preset: str = "paper"
     model: ModelConfig = field(default_factory=lambda: MODEL_PRESETS["paper"])  # `--model=PRESET`, `--model.FIELD=V`

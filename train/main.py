@@ -87,7 +87,8 @@ def run(cfg: TrainConfig, device: str | None = None) -> dict:
         shards = cfg.shards.rstrip("/")
         loader = build_loader(f"{shards}/{cfg.train_split}", mc, batch_size=cfg.batch_size, train=True,
                               device=d.device, rank=d.rank, world_size=d.world_size, seed=cfg.seed,
-                              num_threads=cfg.num_threads or None, cache_dir=cfg.cache_dir or None)
+                              num_threads=cfg.num_threads or None, cache_dir=cfg.cache_dir or None,
+                              verify=cfg.verify_shards)
         print0(d, f"train: {loader.num_samples} samples, {len(loader)} steps/epoch/rank, world {d.world_size}")
         criterion = Criterion(mc)
         validate = make_validator(cfg, d, mc, f"{shards}/{cfg.val_split}") if cfg.val_every else None

@@ -21,7 +21,7 @@ def make_validator(cfg: TrainConfig, d: Dist, model_config, split_dir: str):
 
     loader = build_loader(split_dir, model_config, batch_size=cfg.batch_size, train=False, device=d.device,
                           rank=d.rank, world_size=d.world_size, seed=cfg.seed, num_threads=cfg.num_threads or None,
-                          cache_dir=cfg.cache_dir or None)
+                          cache_dir=cfg.cache_dir or None, verify=cfg.verify_shards)
     gt = load_gt(split_dir, progress=False) if d.is_main else None
 
     def validate(model, epoch: int) -> dict:
