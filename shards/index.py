@@ -28,6 +28,9 @@ def _template() -> bytes:
 
 
 _TEMPLATE = _template()
+# The header's byte sum without name, size and checksum fields (the checksum counts as 8 spaces): the
+# checksum of a header is this plus the bytes of its name and size fields.
+_BASE_SUM = sum(_TEMPLATE) - sum(_TEMPLATE[0:100]) - sum(_TEMPLATE[124:136]) - sum(_TEMPLATE[148:156]) + 8 * 32
 
 
 def ustar_header(name: str, size: int) -> bytes:
@@ -37,11 +40,11 @@ def ustar_header(name: str, size: int) -> bytes:
     raw = name.encode("utf-8")
     if len(raw) > 100 or size >= 8 ** 11:
         raise ValueError(f"tar member {name!r} ({size} bytes): name over 100 bytes or size over 8 GiB")
+    size_field = b"%011o\0" % size
     h = bytearray(_TEMPLATE)
     h[0:100] = raw.ljust(100, b"\0")
-    h[124:136] = b"%011o\0" % size
-    h[148:156] = b" " * 8
-    h[148:156] = b"%06o\0 " % sum(h)
+    h[124:136] = size_field
+    h[148:156] = b"%06o\0 " % (_BASE_SUM + sum(raw) + sum(size_field))
     return bytes(h)
 
 
