@@ -4,6 +4,7 @@ Each sample is a 512x334 or 334x512 JPEG with high-frequency texture (so a half-
 visible) and coloured dots at its joints, plus `json`, `lbl` and `ids` components as the shard
 writer produces them. Indexed with wds2idx exactly like real shards.
 """
+import hashlib
 import json
 import struct
 import subprocess
@@ -119,7 +120,9 @@ def write_split(root, split, n, per_shard=4, seed=0, exif_orientation=None, subs
                 images.append(simplejpeg.decode_jpeg(jpg, colorspace="RGB"))
         subprocess.run([str(WDS2IDX), str(tar), str(tar.with_suffix(".idx"))], check=True, capture_output=True)
         shard_list.append({"tar": tar.name, "idx": tar.with_suffix(".idx").name,
-                           "count": min(s + per_shard, n) - s})
+                           "count": min(s + per_shard, n) - s,
+                           "sha256": hashlib.sha256(tar.read_bytes()).hexdigest(),
+                           "idx_sha256": hashlib.sha256(tar.with_suffix(".idx").read_bytes()).hexdigest()})
     (out / "manifest.json").write_text(json.dumps({"split": split, "counts": {"total": n}, "shards": shard_list,
                                                           "complete": True}))
     return out, records, images
