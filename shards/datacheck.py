@@ -12,7 +12,7 @@ Some damage makes no DALI error at all: a JPEG whose entropy-coded data was garb
 decodes with decoder warnings on stderr (which name no file) into a wrong picture. verify_shards
 catches it before reading: every shard and index file of a split is hashed against the sha256 its
 manifest recorded, and a shard that changed is scanned with a strict decode (a decoder warning is an
-error) to name the sample. Evaluation does this by default, training with --verify_shards.
+error) to name the sample. Evaluation and training do this by default.
 """
 from __future__ import annotations
 
