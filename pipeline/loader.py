@@ -98,7 +98,9 @@ class Loader:
         self.num_samples = self.split.num_samples  # in the whole split, all ranks together
         start, end = shard_range(self.num_samples, rank, world_size)
         self.rank_samples = end - start  # this rank's part in evaluation
-        if verify:  # the shards holding this rank's samples, against the manifest's sha256 (shards.datacheck)
+        # The shards holding this rank's samples, against the manifest's sha256 (shards.datacheck). Local
+        # (or cached) splits only: for a bucket DALI reads itself it would fetch every object twice.
+        if verify and "://" not in self.split_dir:
             bounds = np.cumsum([0, *self.split.counts])
             mine = [i for i in range(len(self.split.shards)) if bounds[i] < end and bounds[i + 1] > start]
             verify_shards(self.split, mine, progress=progress and rank == 0)
@@ -313,7 +315,8 @@ def build_loader(split_dir, config, *, batch_size: int, train: bool, device, ran
     ('dali' runs the GPU path's in-graph warp on the CPU) to Loader (tests and previews only).
     A DALI failure while iterating raises DataError naming the corrupt shard, member and offset.
     verify: first hash the shards this rank reads against the manifest's sha256 and name the sample of
-    a changed one (shards.datacheck.verify_shards: damage that decodes with warnings, not errors)."""
+    a changed one (shards.datacheck.verify_shards: damage that decodes with warnings, not errors); a
+    local or cached split only (a bucket read by DALI directly is not downloaded twice for it)."""
     return Loader(split_dir, config, batch_size=batch_size, train=train, device=device, rank=rank,
                   world_size=world_size, seed=seed, num_threads=num_threads, use_rootnet=use_rootnet,
                   hw_decoder_load=hw_decoder_load, prefetch=prefetch, progress=progress, cache_dir=cache_dir, verify=verify,

@@ -12,17 +12,18 @@ Some damage makes no DALI error at all: a JPEG whose entropy-coded data was garb
 decodes with decoder warnings on stderr (which name no file) into a wrong picture. verify_shards
 catches it before reading: every shard and index file of a split is hashed against the sha256 its
 manifest recorded, and a shard that changed is scanned with a strict decode (a decoder warning is an
-error) to name the sample. Evaluation and training do this by default.
+error) to name the sample. Evaluation and training do this by default (pipeline.loader; local or
+cached splits).
 """
 from __future__ import annotations
 
-import hashlib
 import re
 
 import fsspec
 import numpy as np
 from tqdm import tqdm
 
+from .fsio import file_sha256
 from .index import Split
 from .labels import LABEL_SIZE
 
@@ -159,13 +160,7 @@ def verify_shards(split: Split, shards=None, progress: bool = True) -> None:
         for i, url, want in files:
             if not want:
                 raise DataError(f"{split.url}/manifest.json: shard {i} ({url}) has no sha256 to verify against")
-            fs, path = fsspec.core.url_to_fs(url)
-            h = hashlib.sha256()
-            with fs.open(path, "rb") as f:
-                while block := f.read(8 << 20):
-                    h.update(block)
-                    bar.update(len(block))
-            if h.hexdigest() != want:
+            if file_sha256(*fsspec.core.url_to_fs(url), bar=bar) != want:
                 raise DataError(_changed(split, i, url, progress))
     finally:
         bar.close()

@@ -10,6 +10,7 @@ folder on an object store instead of one per image).
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
 import posixpath
 
@@ -129,3 +130,15 @@ def stat_many(paths) -> np.ndarray:
             e = listing.get(name)
             out[:, i] = (int(e["size"]), mtime_ns(e)) if e is not None else (-1, 0)
     return out
+
+
+def file_sha256(fs, path, bar=None) -> str:
+    """sha256 hex digest of a file on an fsspec file system, read in 8 MiB blocks (a tqdm `bar`, if
+    given, advances by the bytes read)."""
+    h = hashlib.sha256()
+    with fs.open(path, "rb") as f:
+        while block := f.read(8 << 20):
+            h.update(block)
+            if bar is not None:
+                bar.update(len(block))
+    return h.hexdigest()

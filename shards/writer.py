@@ -155,14 +155,6 @@ def _file_stat(fs, path) -> tuple[int, int]:
     return int(info["size"]), fsio.mtime_ns(info)
 
 
-def _sha256(fs, path):
-    h = hashlib.sha256()
-    with fs.open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _verify_shard(job):
     """Worker: is a shard listed in the old manifest still intact? job: (entry, {file name: [size,
     mtime_ns, sha256] as filestat.json recorded it}, the record's written_ns). Returns (intact, the
@@ -182,7 +174,7 @@ def _verify_shard(job):
             return False, {}
         trusted = (not _STATE.get("verify_existing") and st == recorded.get(entry[key])
                    and 0 < st[1] < written_ns - RACY_NS)
-        if not trusted and _sha256(fs, path) != sha:
+        if not trusted and fsio.file_sha256(fs, path) != sha:
             return False, {}
         now[entry[key]] = st
     return True, now

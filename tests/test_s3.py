@@ -193,22 +193,31 @@ def test_train_and_evaluate_from_the_bucket(s3, tmp_path_factory, tmp_path):
     assert_no_credentials([res.stdout, res.stderr, res2.stdout, res2.stderr], [run, ev, cache])
 
 
-def test_loader_reads_the_bucket_as_the_local_folder(s3, local):
-    """build_loader on s3:// (DALI reading the objects) and through the cache give the local folder's batches."""
+def test_loader_reads_the_bucket_as_the_local_folder(s3, local, monkeypatch):
+    """build_loader on s3:// (DALI reading the objects) and through the cache give the local folder's batches.
+    With verify, the local folder and the cached copy are hashed against the manifest; the bucket DALI
+    reads directly is not (that would fetch every object twice)."""
     from model import build_model
     from pipeline import build_loader
+    from pipeline import loader as loader_module
 
     s3.fs.put(str(local) + "/", s3.url("shards/val"), recursive=True)
     config = build_model("tiny").config
+    verified = []
+    real = loader_module.verify_shards
+    monkeypatch.setattr(loader_module, "verify_shards", lambda split, *a, **k: (verified.append(split.url),
+                                                                                 real(split, *a, **k)))
 
     def batches(url, **kw):
-        loader = build_loader(url, config, batch_size=5, train=False, device="cpu", num_threads=1, progress=False, **kw)
+        loader = build_loader(url, config, batch_size=5, train=False, device="cpu", num_threads=1, progress=False,
+                              verify=True, **kw)
         return [(b["annot_id"].tolist(), b["images"].numpy().copy()) for b in loader]
     want = batches(str(local))
     for got in (batches(s3.url("shards/val")), batches(s3.url("shards/val"), cache_dir=str(local.parent / "cache"))):
         assert [ids for ids, _ in got] == [ids for ids, _ in want] and sum(len(ids) for ids, _ in got) == 12
         for (_, a), (_, b) in zip(got, want):
             np.testing.assert_array_equal(a, b)
+    assert len(verified) == 2 and verified[0] == str(local) and "://" not in verified[1], verified
 
 
 def test_training_loader_on_the_bucket_resumes_mid_epoch(s3, local):
