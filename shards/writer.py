@@ -38,11 +38,8 @@ cluster="ray" (shards.cluster) Ray tasks across a cluster's nodes write them, by
 """
 import gc
 import hashlib
-import json
 import multiprocessing as mp
 import os
-import re
-import secrets
 import signal
 import time
 
@@ -54,6 +51,7 @@ from tqdm import tqdm
 from . import fsio, labels
 from .datacheck import check_image, image_size
 from .index import ShardTar
+from .outdir import FILESTAT, file_stat, read_json, remove_stale, tmp_name, write_state
 from .reader import AnnotationError, load_split
 
 CONVERTER_VERSION = "4"  # 2: records carry mano / mano_cam; 3: per-shard image fingerprints, size checks;
@@ -61,7 +59,6 @@ CONVERTER_VERSION = "4"  # 2: records carry mano / mano_cam; 3: per-shard image 
 EST_META_BYTES = 4 * 512 + 6144  # headers + json + lbl + ids per sample, for sizing shards by bytes
 VERIFY = ("full", "header", "none")
 _STATE = {}  # per process: the split data and options, inherited by forked workers (no pickling)
-FILESTAT = "filestat.json"
 RACY_NS = 1_000_000_000  # a file modified this close to its record is checked by content (mtime granularity)
 
 
@@ -79,13 +76,6 @@ def _contiguous(obj):
     if isinstance(obj, np.ndarray) and not obj.flags.c_contiguous:
         return np.ascontiguousarray(obj)
     raise TypeError(f"cannot write {type(obj).__name__} into a shard's json member")
-
-
-def _tmp(path: str) -> str:
-    """A temporary name beside `path`, unique to this process and call (a worker of an interrupted run
-    that is still finishing cannot collide with a new run): `.<name>.<pid>-<random>.tmp`."""
-    d, n = path.rsplit("/", 1)
-    return f"{d}/.{n}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
 
 
 def _image_problem(rec, jpg, verify) -> str | None:
@@ -106,7 +96,7 @@ def _write_shard(job):
     data, fs, out_dir, split = st["data"], st["fs"], st["out_dir"], st["split"]
     name = f"{split}-{no:06d}"
     tar_path, idx_path = f"{out_dir}/{name}.tar", f"{out_dir}/{name}.idx"
-    tar_tmp, idx_tmp = _tmp(tar_path), _tmp(idx_path)
+    tar_tmp, idx_tmp = tmp_name(tar_path), tmp_name(idx_path)
     skipped, counts, done = [], {"right": 0, "left": 0, "interacting": 0}, 0
     with fs.open(tar_tmp, "wb") as f:
         tar = ShardTar(f)
@@ -143,16 +133,7 @@ def _write_shard(job):
         f.write(idx)
     fs.mv(idx_tmp, idx_path)
     fs.mv(tar_tmp, tar_path)
-    return no, entry, {entry["tar"]: [*_file_stat(fs, tar_path), sha], entry["idx"]: [*_file_stat(fs, idx_path), entry["idx_sha256"]]}
-
-
-def _file_stat(fs, path) -> tuple[int, int]:
-    """(size, mtime_ns) of an output file; FileNotFoundError when it is not there."""
-    if isinstance(fs, fsspec.implementations.local.LocalFileSystem):
-        st = os.stat(path)
-        return st.st_size, st.st_mtime_ns
-    info = fs.info(path)
-    return int(info["size"]), fsio.mtime_ns(info)
+    return no, entry, {entry["tar"]: [*file_stat(fs, tar_path), sha], entry["idx"]: [*file_stat(fs, idx_path), entry["idx_sha256"]]}
 
 
 def _verify_shard(job):
@@ -167,7 +148,7 @@ def _verify_shard(job):
     for key, sha, size in (("tar", entry["sha256"], entry["bytes"]), ("idx", entry["idx_sha256"], None)):
         path = f"{d}/{entry[key]}"
         try:
-            st = [*_file_stat(fs, path), sha]
+            st = [*file_stat(fs, path), sha]
         except FileNotFoundError:
             return False, {}
         if size is not None and st[0] != size:
@@ -279,50 +260,10 @@ def _fingerprint(data) -> dict:
     return {fsio.basename(p): list(fsio.stat(p)) for p in files if p}
 
 
-def _write_json(fs, path, obj):
-    tmp = _tmp(path)
-    with fs.open(tmp, "wb") as f:
-        f.write(json.dumps(obj, indent=1).encode())
-    fs.mv(tmp, path)
-
-
-def _old_json(fs, path):
-    if not fs.exists(path):
-        return None
-    try:
-        with fs.open(path, "rb") as f:
-            return json.load(f)
-    except ValueError:
-        return None  # a torn or foreign file: start over
-
-
-def _remove_stale(fs, out_dir, split, old: dict | None, keep: set):
-    """Delete what an earlier run of this converter wrote and the new plan does not keep: the shard
-    files its manifest lists, and our temporary files. Nothing else in the folder is touched."""
-    ours = {e[k] for e in (old or {}).get("shards") or () if isinstance(e, dict) for k in ("tar", "idx") if k in e}
-    tmp = re.compile(rf"^\.({re.escape(split)}-\d{{6}}\.(tar|idx)|manifest\.json|filestat\.json)\.\d+-[0-9a-f]{{8}}\.tmp$")
-    try:
-        listed = fs.ls(out_dir, detail=False)
-    except FileNotFoundError:  # object stores have no empty folders: nothing written there yet
-        return
-    for p in listed:
-        name = p.rsplit("/", 1)[-1]
-        if (name in ours and name not in keep) or tmp.match(name):
-            fs.rm(p)
-
-
-def _write_state(fs, out_dir, man, filestat):
-    """The manifest, then the file records of its shards (filestat.json, see the module docstring)."""
-    _write_json(fs, out_dir + "/manifest.json", man)
-    names = {e[k] for e in man["shards"] if e is not None and e["count"] for k in ("tar", "idx")}
-    _write_json(fs, out_dir + "/" + FILESTAT, {"format": "interhand-shards-filestat", "written_ns": time.time_ns(),
-                                               "files": {n: filestat[n] for n in sorted(names) if n in filestat}})
-
-
 def _keep_finished(pool, fs, out_dir, old, man, jobs) -> dict:
     """Put the old manifest's shards that are still good into `man` (same plan: images as they were,
     files intact); returns their file records."""
-    rec = _old_json(fs, out_dir + "/" + FILESTAT) or {}
+    rec = read_json(fs, out_dir + "/" + FILESTAT) or {}
     files, written = rec.get("files") or {}, int(rec.get("written_ns") or 0)
     listed = [(i, e) for i, e in enumerate(old["shards"]) if e is not None and e.get("images") == jobs[i][2]]
     checks = [(e, {e[k]: files.get(e[k]) for k in ("tar", "idx") if e.get(k)}, written) for _, e in listed]
@@ -398,13 +339,13 @@ def convert_split(source, root: str, out: str, split: str, *, rootnet: str | Non
                            "shard_size": shard_size, "shard_count": shard_count, "verify": verify,
                            "mano": data.mano.model_dir},
                "inputs": {**_fingerprint(data), **data.mano.fingerprint()}, "plan": plan.hexdigest(), "shards": [None] * len(jobs)}
-        old = _old_json(fs, out_dir + "/manifest.json")
+        old = read_json(fs, out_dir + "/manifest.json")
         filestat = {}
         if old and all(old.get(k) == man[k] for k in ("version", "options", "inputs", "plan")):
             filestat = _keep_finished(pool, fs, out_dir, old, man, jobs)
         kept = {e[k] for e in man["shards"] if e is not None and e["count"] for k in ("tar", "idx")}
-        _remove_stale(fs, out_dir, split, old, kept)
-        _write_state(fs, out_dir, man, filestat)
+        remove_stale(fs, out_dir, split, old, kept)
+        write_state(fs, out_dir, man, filestat)
         todo = [j for j in jobs if man["shards"][j[0]] is None]
         t_plan = time.time()
         n_kept = len(jobs) - len(todo)
@@ -413,9 +354,9 @@ def convert_split(source, root: str, out: str, split: str, *, rootnet: str | Non
         for no, entry, files in pool.results(todo, bar):
             man["shards"][no] = entry
             filestat.update(files)
-            _write_state(fs, out_dir, man, filestat)  # after every shard: an interrupted run loses no finished shard
+            write_state(fs, out_dir, man, filestat)  # after every shard: an interrupted run loses no finished shard
         bar.close()
-        _remove_stale(fs, out_dir, split, None, set())  # temporary files of attempts that died (a killed task)
+        remove_stale(fs, out_dir, split, None, set())  # temporary files of attempts that died (a killed task)
     finally:
         pool.close()
     entries = man["shards"]
@@ -429,7 +370,7 @@ def convert_split(source, root: str, out: str, split: str, *, rootnet: str | Non
                      "skipped": len(skipped), "skipped_by_kind": kinds}
     man["skipped"] = skipped
     man["complete"] = True
-    _write_state(fs, out_dir, man, filestat)
+    write_state(fs, out_dir, man, filestat)
     man["_run"] = {"seconds": time.time() - t0, "parse_s": t_parse - t0, "plan_s": t_plan - t_parse,
                    "write_s": time.time() - t_plan, "shards_kept": n_kept, "shards_written": len(jobs) - n_kept,
                    "cluster": cluster or "local"}
