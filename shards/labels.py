@@ -36,8 +36,7 @@ IDS_SIZE = 2
 
 
 def encode(record: dict) -> tuple[bytes, bytes]:
-    """Record (see shards.reader) -> (lbl bytes, ids bytes)."""
-    out = np.zeros(LABEL_SIZE, dtype="<f4")
+    """Record (see shards.reader) -> (lbl bytes, ids bytes): one sample through encode_batch."""
     has_rn = record.get("rootnet_bbox") is not None
     values = {
         "joint_img": np.concatenate(
@@ -56,13 +55,28 @@ def encode(record: dict) -> tuple[bytes, bytes]:
         "princpt": record["princpt"],
         "img_size": [record["width"], record["height"]],
     }
+    try:
+        lbl, ids = encode_batch({k: np.asarray(v, dtype=np.float32)[None] for k, v in values.items()},
+                                [record["annot_id"]], [record["image_id"]])
+    except ValueError as e:
+        raise ValueError(f"annot {record.get('annot_id')}: {e}") from None
+    return lbl[0].tobytes(), ids[0].tobytes()
+
+
+def encode_batch(fields: dict, annot_id, image_id) -> tuple[np.ndarray, np.ndarray]:
+    """n samples at once: fields maps each FIELDS name to an array of shape (n, *shape) -> (lbl (n,
+    LABEL_SIZE) little-endian float32, ids (n, 2) little-endian int64); row i's bytes are sample i's
+    `lbl` and `ids` members. The shard writer encodes a whole batch of records this way (one numpy
+    call per field instead of per sample)."""
+    ids = np.stack([np.asarray(annot_id, dtype="<i8"), np.asarray(image_id, dtype="<i8")], axis=1)
+    n = len(ids)
+    out = np.empty((n, LABEL_SIZE), dtype="<f4")
     for name, (a, b, shape) in OFFSETS.items():
-        v = np.asarray(values[name], dtype=np.float32)
-        if v.shape != shape:
-            raise ValueError(f"annot {record.get('annot_id')}: field {name!r} has shape {v.shape}, expected {shape}")
-        out[a:b] = v.reshape(-1)
-    ids = np.asarray([record["annot_id"], record["image_id"]], dtype="<i8")
-    return out.tobytes(), ids.tobytes()
+        v = np.asarray(fields[name], dtype=np.float32)
+        if v.shape != (n, *shape):
+            raise ValueError(f"field {name!r} has shape {v.shape[1:]}, expected {shape}")
+        out[:, a:b] = v.reshape(n, b - a)
+    return out, ids
 
 
 def decode(lbl, ids=None) -> dict:

@@ -19,14 +19,23 @@ from array import array
 
 import numpy as np
 
-from . import fsio, geometry, skeleton
+from . import fsio, geometry, labels, skeleton
 from .jsonstream import stream_items, stream_kvitems
 from .mano.records import ManoRecords
 from .rootnet import find_rootnet, load_rootnet
 from .sources import Source, get_source
 
 HT_CODE = {h: i for i, h in enumerate(skeleton.HAND_TYPES)}
+_BINARY = {0, 1}  # joint_valid values the fast path takes (0.0, 1.0 and True compare equal)
 _CAP_SHIFT = np.int64(1) << np.int64(32)
+
+
+def _narrow(a: np.ndarray) -> np.ndarray:
+    """An int64 per-image or per-annotation array as int32 where its values fit (widths, frame numbers,
+    row numbers): 4 bytes less per value at millions of rows; ids stay int64."""
+    if a.size and (a.min() < -(2 ** 31) or a.max() >= 2 ** 31):
+        return a
+    return a.astype(np.int32)
 
 
 class AnnotationError(ValueError):
@@ -61,9 +70,9 @@ def _fast_interhand_ann(ann, hand_types):
             return None
         b = [float(x) for x in b]
         flat = [x[0] if type(x) is list and len(x) == 1 else x for x in v]
-        if not all(x == 0 or x == 1 for x in flat) or not all(map(math.isfinite, b)) or max(b[2], b[3]) <= 0:
-            return None
-        return int(ann["image_id"]), b, HT_CODE[h], int(valid), bytes(int(x) for x in flat)
+        if not set(flat) <= _BINARY or not all(map(math.isfinite, b)) or max(b[2], b[3]) <= 0:
+            return None  # (a set: C speed; an unhashable entry raises TypeError -> the checking path)
+        return int(ann["image_id"]), b, HT_CODE[h], int(valid), bytes(map(int, flat))
     except (KeyError, TypeError, ValueError):
         return None
 
@@ -138,7 +147,11 @@ class SplitData:
             offsets.append(len(names))
             cam_param.extend(cp)
         self.seq_names, self.cam_names = list(seq_ix), list(cam_ix)
-        self.img = {k: np.frombuffer(v, dtype=np.int64) if len(v) else np.zeros(0, np.int64) for k, v in ints.items()}
+        self.img = {}
+        for k in list(ints):  # one field at a time: the int64 buffer goes as its narrowed copy comes
+            v = ints.pop(k)
+            a = np.frombuffer(v, dtype=np.int64) if len(v) else np.zeros(0, np.int64)
+            self.img[k] = a if k == "id" else _narrow(a)
         self.img_cam_param = np.frombuffer(cam_param, dtype=np.float32).reshape(-1, 4) if inline else None
         # file names as one uint8 array (not bytes): it travels to Ray's object store without a copy per worker
         self.img_names, self.img_name_off = np.frombuffer(names, np.uint8), np.frombuffer(offsets, dtype=np.int64)
@@ -238,6 +251,8 @@ class SplitData:
             reason = self.image_problems.get(int(self.ann_img[r]))
             if reason:
                 self.problems.setdefault(int(r), reason)
+        self.ann_img = _narrow(self.ann_img)
+        del self.ann_image_id  # joined: ann_img says it (one array less per annotation)
 
     def _load_cameras(self):
         path = fsio.join(self.root, self.source.camera_file.format(split=self.split))
@@ -258,7 +273,7 @@ class SplitData:
         self.cam_params = np.asarray(params, dtype=np.float64).reshape(-1, 16)
         caps = {cap for cap, _ in keys}
         # (capture, camera name index) pairs used by images -> camera row, per image.
-        pairs = self.img["capture"] * len(self.cam_names) + self.img["cam"]
+        pairs = self.img["capture"].astype(np.int64) * len(self.cam_names) + self.img["cam"]
         uniq, inv = np.unique(pairs, return_inverse=True)
         rows, base = np.full(len(uniq), -1, np.int64), os.path.basename(path)
         pair_reason = {}
@@ -270,7 +285,7 @@ class SplitData:
                 pair_reason[u] = bad[keys[(cap, cam)]]
             else:
                 pair_reason[u] = f"{base}: no capture {cap}" if cap not in caps else f"{base}: capture {cap} has no camera {cam!r}"
-        self.img_camrow = rows[inv.reshape(-1)] if len(pairs) else np.zeros(0, np.int64)
+        self.img_camrow = _narrow(rows[inv.reshape(-1)] if len(pairs) else np.zeros(0, np.int64))
         self._mark(self.img_camrow < 0, lambda img_row: pair_reason[int(inv.reshape(-1)[img_row])], "camera")
 
     def _load_frames(self):
@@ -297,7 +312,7 @@ class SplitData:
         want = self.img["capture"] * _CAP_SHIFT + self.img["frame_idx"]
         pos = np.minimum(np.searchsorted(keys, want), max(len(keys) - 1, 0))
         found = (keys[pos] == want) if len(keys) else np.zeros(len(want), bool)
-        self.img_framerow = np.where(found, pos, -1)
+        self.img_framerow = _narrow(np.where(found, pos, -1))
         base = os.path.basename(path)
 
         def reason(img_row):
@@ -347,6 +362,12 @@ class SplitData:
 
     def records(self, rows) -> list:
         """Records for annotation rows (any order); AnnotationError for a row with a problem."""
+        return self.batch(rows)[0]
+
+    def batch(self, rows) -> tuple[list, np.ndarray, np.ndarray]:
+        """(records, lbl, ids) for annotation rows: the records as `records` gives them and their
+        label members, row i of lbl (n, LABEL_SIZE) float32 and ids (n, 2) int64 being record i's
+        `labels.encode` (built for the whole batch at once from the same arrays)."""
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         for r in rows:
             if int(r) in self.problems:
@@ -362,34 +383,50 @@ class SplitData:
             jc, ji = self.inline_cam[rows], self.inline_img[rows]
             focal, princpt = self.img_cam_param[img, :2], self.img_cam_param[img, 2:]
         jc, ji = jc.astype(np.float32), ji.astype(np.float32)
+        focal, princpt = focal.astype(np.float32), princpt.astype(np.float32)
         jv = self.joint_valid[rows].astype(np.float32)
         jv[:, skeleton.RIGHT] *= jv[:, skeleton.ROOT["right"], None]  # root rule (docs/conventions.md §2)
         jv[:, skeleton.LEFT] *= jv[:, skeleton.ROOT["left"], None]
-        bbox = geometry.process_bbox(self.bbox_raw[rows])
+        bbox_raw = self.bbox_raw[rows]
+        bbox = geometry.process_bbox(bbox_raw)
         abs_depth = jc[:, [skeleton.ROOT["right"], skeleton.ROOT["left"]], 2]
         has_rn = self.rootnet_file is not None
+        ht_code = self.hand_type[rows]
+        ht_vec = np.asarray([skeleton.HAND_TYPE_VEC[h] for h in skeleton.HAND_TYPES], dtype=np.float32)[ht_code]
+        ht_valid = self.hand_type_valid[rows]
+        rn_bbox = self.rootnet_bbox[rows] if has_rn else None
+        rn_depth = self.rootnet_depth[rows] if has_rn else None
+        meta = {k: v[img] for k, v in self.img.items()}
+        width, height = meta["width"], meta["height"]
+        lbl, ids = labels.encode_batch({
+            "joint_img": np.concatenate([ji[..., :2], jc[..., 2:3]], axis=2), "joint_cam": jc, "joint_valid": jv,
+            "bbox": bbox, "rootnet_bbox": rn_bbox if has_rn else bbox, "hand_type": ht_vec,
+            "hand_type_valid": ht_valid[:, None], "abs_depth": abs_depth,
+            "rootnet_abs_depth": rn_depth if has_rn else abs_depth,
+            "has_rootnet": np.full((len(rows), 1), float(has_rn)), "focal": focal, "princpt": princpt,
+            "img_size": np.stack([width, height], axis=1)}, self.annot_id[rows], meta["id"])
         out = []
-        for i, r in enumerate(rows):
-            m = int(img[i])
-            ht = skeleton.HAND_TYPES[self.hand_type[r]]
-            subject = int(self.img["subject"][m])
+        cols = zip(rows.tolist(), img.tolist(), self.annot_id[rows].tolist(), meta["id"].tolist(),
+                   meta["capture"].tolist(), meta["subject"].tolist(), meta["seq"].tolist(), meta["cam"].tolist(),
+                   meta["frame_idx"].tolist(), width.tolist(), height.tolist(), ht_code.tolist(), ht_valid.tolist())
+        for i, (r, m, annot_id, image_id, capture, subject, seq, cam, frame_idx, w, h, code, valid) in enumerate(cols):
+            ht = skeleton.HAND_TYPES[code]
             out.append({
-                "annot_id": int(self.annot_id[r]), "image_id": int(self.img["id"][m]),
+                "annot_id": annot_id, "image_id": image_id,
                 "file_name": self.file_name(m), "image_path": self.image_path(m),
-                "capture": int(self.img["capture"][m]), "subject": None if subject < 0 else subject,
-                "seq_name": self.seq_names[self.img["seq"][m]], "camera": self.cam_names[self.img["cam"][m]],
-                "frame_idx": int(self.img["frame_idx"][m]),
-                "width": int(self.img["width"][m]), "height": int(self.img["height"][m]),
-                "focal": focal[i].astype(np.float32), "princpt": princpt[i].astype(np.float32),
-                "bbox_raw": self.bbox_raw[r].copy(), "bbox": bbox[i],
+                "capture": capture, "subject": None if subject < 0 else subject,
+                "seq_name": self.seq_names[seq], "camera": self.cam_names[cam],
+                "frame_idx": frame_idx, "width": w, "height": h,
+                "focal": focal[i], "princpt": princpt[i],
+                "bbox_raw": bbox_raw[i], "bbox": bbox[i],
                 "joint_cam": jc[i], "joint_img": ji[i], "joint_valid": jv[i],
-                "hand_type": ht, "hand_type_vec": skeleton.hand_type_vec(ht),
-                "hand_type_valid": int(self.hand_type_valid[r]), "abs_depth": abs_depth[i],
-                "rootnet_bbox": self.rootnet_bbox[r].copy() if has_rn else None,
-                "rootnet_abs_depth": self.rootnet_depth[r].copy() if has_rn else None,
+                "hand_type": ht, "hand_type_vec": ht_vec[i],
+                "hand_type_valid": valid, "abs_depth": abs_depth[i],
+                "rootnet_bbox": rn_bbox[i] if has_rn else None,
+                "rootnet_abs_depth": rn_depth[i] if has_rn else None,
             })
         self.mano.annotate(out)
-        return out
+        return out, lbl, ids
 
 
 def load_split(source, root: str, split: str, rootnet: str | None = "auto", fps: int = 5,

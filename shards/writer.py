@@ -48,7 +48,7 @@ import numpy as np
 import orjson
 from tqdm import tqdm
 
-from . import fsio, labels
+from . import fsio
 from .datacheck import check_image, image_size
 from .index import ShardTar
 from .outdir import FILESTAT, file_stat, read_json, remove_stale, tmp_name, write_state
@@ -101,7 +101,8 @@ def _write_shard(job):
     with fs.open(tar_tmp, "wb") as f:
         tar = ShardTar(f)
         for s in range(0, len(rows), 256):
-            for rec in data.records(rows[s:s + 256]):
+            recs, lbls, ids = data.batch(rows[s:s + 256])
+            for rec, lbl, id_ in zip(recs, lbls, ids):
                 try:
                     jpg = fsio.read_bytes(rec["image_path"])
                     reason = _image_problem(rec, jpg, st["verify"])
@@ -113,8 +114,8 @@ def _write_shard(job):
                         raise ValueError(f"annotation {rec['annot_id']}: {msg}")
                     skipped.append({"annot_id": rec["annot_id"], "kind": "bad image", "reason": msg})
                     continue
-                lbl, ids = labels.encode(rec)
-                tar.add(f"{rec['annot_id']:09d}", [("jpg", jpg), ("json", _json_bytes(rec)), ("lbl", lbl), ("ids", ids)])
+                tar.add(f"{rec['annot_id']:09d}", [("jpg", jpg), ("json", _json_bytes(rec)), ("lbl", lbl.tobytes()),
+                                                   ("ids", id_.tobytes())])
                 counts[rec["hand_type"]] += 1
             if st.get("counter") is not None:
                 with st["counter"].get_lock():

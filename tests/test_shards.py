@@ -266,3 +266,26 @@ def test_json_member_float32_exact_and_short():
     assert b'"x":0.1,' in out  # shortest float32 digits, not 0.10000000149011612
     with pytest.raises(TypeError):  # orjson.JSONEncodeError
         _json_bytes({"bad": object()})
+
+
+@pytest.mark.parametrize("case", ["interhand_rootnet", "interhand_no_rootnet", "rhd", "stb"])
+def test_batch_labels_equal_per_record_encode(tmp_path, case):
+    """The writer's batch label encoding (SplitData.batch -> labels.encode_batch) gives, row by row, the
+    bytes labels.encode gives for each record: with and without RootNet, world and inline joints."""
+    from shards.reader import load_split
+
+    if case.startswith("interhand"):
+        write_interhand(tmp_path, split="val")
+        data = load_split("interhand", str(tmp_path), "val", rootnet="auto" if case == "interhand_rootnet" else None)
+        assert (data.rootnet_file is not None) == (case == "interhand_rootnet")
+    else:
+        write_inline(tmp_path, case)
+        data = load_split(case, str(tmp_path), "test", rootnet=None)
+    rows = np.random.default_rng(0).permutation(len(data))
+    recs, lbl, ids = data.batch(rows)
+    assert lbl.dtype == np.dtype("<f4") and ids.dtype == np.dtype("<i8") and len(recs) == len(rows) >= 6
+    for rec, row_lbl, row_ids in zip(recs, lbl, ids):
+        assert (row_lbl.tobytes(), row_ids.tobytes()) == labels.encode(rec)
+    with pytest.raises(ValueError, match="field 'bbox' has shape"):
+        labels.encode_batch({**{k: np.zeros((2, *shape)) for k, (_, _, shape) in labels.OFFSETS.items()},
+                             "bbox": np.zeros((2, 3))}, [1, 2], [1, 2])
