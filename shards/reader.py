@@ -406,10 +406,10 @@ class SplitData:
             "has_rootnet": np.full((len(rows), 1), float(has_rn)), "focal": focal, "princpt": princpt,
             "img_size": np.stack([width, height], axis=1)}, self.annot_id[rows], meta["id"])
         out = []
-        cols = zip(rows.tolist(), img.tolist(), self.annot_id[rows].tolist(), meta["id"].tolist(),
+        cols = zip(img.tolist(), self.annot_id[rows].tolist(), meta["id"].tolist(),
                    meta["capture"].tolist(), meta["subject"].tolist(), meta["seq"].tolist(), meta["cam"].tolist(),
                    meta["frame_idx"].tolist(), width.tolist(), height.tolist(), ht_code.tolist(), ht_valid.tolist())
-        for i, (r, m, annot_id, image_id, capture, subject, seq, cam, frame_idx, w, h, code, valid) in enumerate(cols):
+        for i, (m, annot_id, image_id, capture, subject, seq, cam, frame_idx, w, h, code, valid) in enumerate(cols):
             ht = skeleton.HAND_TYPES[code]
             out.append({
                 "annot_id": annot_id, "image_id": image_id,

@@ -289,3 +289,21 @@ def test_batch_labels_equal_per_record_encode(tmp_path, case):
     with pytest.raises(ValueError, match="field 'bbox' has shape"):
         labels.encode_batch({**{k: np.zeros((2, *shape)) for k, (_, _, shape) in labels.OFFSETS.items()},
                              "bbox": np.zeros((2, 3))}, [1, 2], [1, 2])
+
+
+def test_parsed_split_arrays_are_narrowed_where_values_fit(tmp_path):
+    """Per-image columns and row indices are int32 (4 bytes less per value at millions of rows); ids stay
+    int64, and a column whose values do not fit int32 is kept as int64, never wrapped."""
+    from shards.reader import _narrow, load_split
+
+    write_interhand(tmp_path, split="val")
+    data = load_split("interhand", str(tmp_path), "val", rootnet=None)
+    assert data.img["id"].dtype == np.int64 and data.annot_id.dtype == np.int64
+    for k in ("width", "height", "capture", "frame_idx", "seq", "cam"):
+        assert data.img[k].dtype == np.int32, k
+    assert data.ann_img.dtype == data.img_camrow.dtype == data.img_framerow.dtype == np.int32
+    assert not hasattr(data, "ann_image_id")
+    big = np.array([1, 2 ** 31], dtype=np.int64)
+    assert _narrow(big).dtype == np.int64 and _narrow(big)[1] == 2 ** 31
+    assert _narrow(np.array([-(2 ** 31), 2 ** 31 - 1])).dtype == np.int32
+    assert _narrow(np.zeros(0, np.int64)).dtype == np.int32
