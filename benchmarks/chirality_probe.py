@@ -8,15 +8,14 @@ weights, model/resnet.py) and InterNet's hand-type MLP (512 -> 512 -> 2, sigmoid
 on [right, left]) trained on the single-hand samples only, 64 x 64 crops of the processed GT bbox (what
 the pipeline crops), with the pipeline's own augmentation ranges (pipeline/graph.py: flip with the
 label swapped, rotation, scale, shift, colour), Adam (--lr, default the demo preset's 3e-3), batch 32,
-bf16 on the CPU. It reports the
-right-vs-left ROC AUC (eval.metrics.roc_auc of p_right - p_left; 0.5 = chance) on the train split
-(unaugmented) and the test split at K points of the run. Variants (one change each against `base`):
+bf16 on the CPU. It reports the right-vs-left ROC AUC (eval.metrics.roc_auc of p_right - p_left;
+0.5 = chance) on the train split (unaugmented) and the test split at K points of the run. Variants (one change each against `base`):
 
-  base    the `small` set as `make demo` draws it (train 1,118 single hands)
+  base    the `small` set as `make demo` draws it (train: 1,046 single hands with a valid hand type)
   palm    the same set drawn with every palm-side pixel white and the back darkened to 0.6 x its skin:
           which side faces the camera made unmistakable (an exaggeration no real hand has; a diagnostic
           of whether that cue is what is missing)
-  medium  the `medium` set (5,638 single hands in train, 5 x as many distinct pictures), the same steps
+  medium  the `medium` set (5,229 single hands in train, 5 x as many distinct pictures), the same steps
   noflip  base without the flip: cues that are not chiral (the forearm's side, a sequence's look) may
           then stand in for chirality, as they cannot when every picture also appears mirrored
 
