@@ -9,7 +9,8 @@ on [right, left]) trained on the single-hand samples only, 64 x 64 crops of the 
 the pipeline crops), with the pipeline's own augmentation ranges (pipeline/graph.py: flip with the
 label swapped, rotation, scale, shift, colour), Adam (--lr, default the demo preset's 3e-3), batch 32,
 bf16 on the CPU. It reports the right-vs-left ROC AUC (eval.metrics.roc_auc of p_right - p_left;
-0.5 = chance) on the train split (unaugmented) and the test split at K points of the run. Variants (one change each against `base`):
+0.5 = chance) on the train split (unaugmented) and the test split at K points of the run. Variants
+(one change each against `base`):
 
   base    the `small` set as `make demo` draws it (train: 1,046 single hands with a valid hand type)
   palm    the same set drawn with every palm-side pixel white and the back darkened to 0.6 x its skin:
@@ -21,7 +22,8 @@ bf16 on the CPU. It reports the right-vs-left ROC AUC (eval.metrics.roc_auc of p
 
 Sets are generated under WORK/data-<set> when missing (`palm` in this process, with the patched
 renderer: the generator's pool would spawn workers without the patch). One JSON line per variant is
-printed and appended to WORK/results.jsonl.
+printed and appended to WORK/results_probe.jsonl. Figures: README, "Why handedness is not learnt in
+the demo".
 """
 from __future__ import annotations
 
