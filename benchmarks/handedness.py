@@ -23,6 +23,9 @@ WORK/VARIANT/demo_summary.json, plus a one-line summary on stdout. Variants:
             30 x 2): 8 right-hand sequences in train, each one base placement of the hand.
   htonly    the hand-type loss alone (heatmap and root-depth losses x 0; diagnostic only): can this
             network learn chirality from these pictures in this budget when nothing else competes?
+  htlr      the hand-type MLP (pose_net.hand_fc) at a tenth of the learning rate, the rest at the demo's
+            (diagnostic only; the paper uses one rate): benchmarks.chirality_probe stays at chance at
+            3e-3 and learns at 3e-4 - is it the head's rate that stops the demo?
 Besides the paper's metrics, each run reports handedness split into its two parts on the test and
 the train split (docs/conventions.md 7.5): `hand_count_auc` (two hands vs one) and `chirality_auc`
 (right vs left among single hands); 0.5 is chance. The train figures tell underfitting (low on both
@@ -92,6 +95,34 @@ def _hand_type_only():
     loss.root_depth_loss = lambda *a, **k: 0.0 * root(*a, **k)
 
 
+def _slow_hand_type_head():
+    """Patch the optimiser: pose_net.hand_fc's parameters step at 0.1 x the scheduled rate."""
+    import torch
+
+    from train import loop
+
+    class ScaledAdam(torch.optim.Adam):
+        def step(self, closure=None):
+            scheduled = [g["lr"] for g in self.param_groups]
+            for g in self.param_groups:
+                g["lr"] *= g.get("lr_scale", 1.0)
+            try:
+                return super().step(closure)
+            finally:
+                for g, lr in zip(self.param_groups, scheduled):
+                    g["lr"] = lr
+
+    def build_optimizer(model, cfg, device):
+        head = [p for n, p in model.named_parameters() if n.startswith("pose_net.hand_fc.")]
+        ids = {id(p) for p in head}
+        rest = [p for p in model.parameters() if id(p) not in ids]
+        assert head, "no pose_net.hand_fc parameters"
+        return ScaledAdam([{"params": rest}, {"params": head, "lr_scale": 0.1}], lr=cfg.lr,
+                          fused=device.type in ("cpu", "cuda"))
+
+    loop.build_optimizer = build_optimizer
+
+
 def split_parts(predictions: dict, split_url: str) -> dict:
     """eval.metrics.handedness_parts of hand-type outputs against a split's GT (hand_type_valid samples)."""
     from eval.gt import align, load_gt
@@ -118,6 +149,7 @@ VARIANTS = {
     "input96": (None, None, ["--model.input_size=96", "--model.depth_bins=24"]),
     "htonly": (None, _hand_type_only, []),
     "fewseq": ("fewseq", _few_sequences, []),
+    "htlr": (None, _slow_hand_type_head, []),
 }
 
 
