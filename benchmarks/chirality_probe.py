@@ -1,13 +1,15 @@
 """How hard is right-vs-left in the synthetic pictures on its own? A dedicated classifier, no pose heads.
 
     .venv/bin/python -m benchmarks.chirality_probe VARIANT [--work DIR] [--steps N] [--evals K] [--lr LR]
+                                                   [--opt adam|sgd] [--warmup STEPS]
 
 The demo network learns to count hands but not which hand it sees (README, "Why handedness is not learnt
 in the demo"). This probe takes everything else away: the demo's backbone (ResNet-18 from random
 weights, model/resnet.py) and InterNet's hand-type MLP (512 -> 512 -> 2, sigmoid, binary cross-entropy
 on [right, left]) trained on the single-hand samples only, 64 x 64 crops of the processed GT bbox (what
 the pipeline crops), with the pipeline's own augmentation ranges (pipeline/graph.py: flip with the
-label swapped, rotation, scale, shift, colour), Adam (--lr, default the demo preset's 3e-3), batch 32,
+label swapped, rotation, scale, shift, colour), Adam (--lr, default the demo preset's 3e-3; --opt sgd:
+momentum 0.9, Nesterov; --warmup: a linear warm-up of the rate), batch 32,
 bf16 on the CPU. It reports the right-vs-left ROC AUC (eval.metrics.roc_auc of p_right - p_left;
 0.5 = chance) on the train split (unaugmented) and the test split at K points of the run. Variants
 (one change each against `base`):
@@ -43,6 +45,7 @@ if __package__ in (None, ""):
 INPUT = 64
 BATCH = 32
 VARIANTS = ("base", "palm", "medium", "noflip")
+OPTIMISERS = ("adam", "sgd")
 
 
 def _palm_render():
@@ -134,9 +137,26 @@ class Probe:
         return round(roc_auc((p[:, 0] - p[:, 1]).numpy(), right), 3)
 
 
+def make_optimizer(params, opt: str, lr: float):
+    """`adam` (the paper's and the demo's) or `sgd` (momentum 0.9, Nesterov)."""
+    import torch
+
+    if opt == "adam":
+        return torch.optim.Adam(params, lr)
+    if opt == "sgd":
+        return torch.optim.SGD(params, lr, momentum=0.9, nesterov=True)
+    raise ValueError(f"unknown optimiser {opt!r}; known: {', '.join(OPTIMISERS)}")
+
+
+def lr_at(step: int, lr: float, warmup: int) -> float:
+    """The rate of step 1, 2, ...: linear from lr / warmup up to lr at step `warmup`, then lr."""
+    return lr * min(1.0, step / warmup) if warmup > 0 else lr
+
+
 def run(root: str, steps: int, evals: int, flip: bool = True, seed: int = 0, lr: float = 3e-3,
-        progress=print) -> dict:
-    """Train the probe for `steps` batches on ROOT's single hands; AUCs at `evals` points."""
+        opt: str = "adam", warmup: int = 0, progress=print) -> dict:
+    """Train the probe for `steps` batches on ROOT's single hands; AUCs at `evals` points. `warmup`: the
+    rate rises linearly from lr / warmup to lr over the first `warmup` steps."""
     import torch
     import torch.nn.functional as F
 
@@ -146,21 +166,23 @@ def run(root: str, steps: int, evals: int, flip: bool = True, seed: int = 0, lr:
     (xtr, rtr), (xte, rte) = ((as_tensor(x), r) for x, r in data.values())
     rtr_t = torch.from_numpy(rtr)
     probe = Probe(seed)
-    opt = torch.optim.Adam(probe.net.parameters(), lr)
+    optimizer = make_optimizer(probe.net.parameters(), opt, lr)
     gen = torch.Generator().manual_seed(seed)
     marks = {round(steps * (k + 1) / evals) for k in range(evals)}
     curve, order, t_train = [], torch.empty(0, dtype=torch.long), 0.0
     for step in range(1, steps + 1):
         t1 = time.perf_counter()
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, lr, warmup)
         if len(order) < BATCH:
             order = torch.randperm(len(xtr), generator=gen)
         idx, order = order[:BATCH], order[BATCH:]
         x, target = augment(xtr[idx], rtr_t[idx], gen, flip)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             loss = F.binary_cross_entropy_with_logits(probe(x).float(), target)
-        opt.zero_grad()
+        optimizer.zero_grad()
         loss.backward()
-        opt.step()
+        optimizer.step()
         t_train += time.perf_counter() - t1
         if step in marks:
             point = {"step": step, "epochs": round(step * BATCH / len(xtr), 1), "train_s": round(t_train),
@@ -168,7 +190,8 @@ def run(root: str, steps: int, evals: int, flip: bool = True, seed: int = 0, lr:
             curve.append(point)
             progress(json.dumps(point))
     return {"train_single_hands": len(xtr), "test_single_hands": len(xte), "steps": steps, "batch": BATCH,
-            "lr": lr, "flip": flip, "curve": curve, "seconds": round(time.perf_counter() - t0)}
+            "lr": lr, "opt": opt, "warmup": warmup, "flip": flip, "curve": curve,
+            "seconds": round(time.perf_counter() - t0)}
 
 
 def main(argv=None) -> None:
@@ -178,7 +201,9 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=840, help="batches of 32 (840: 24 epochs of base's train)")
     p.add_argument("--evals", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lr", type=float, default=3e-3, help="Adam's learning rate (the demo preset's: 3e-3)")
+    p.add_argument("--lr", type=float, default=3e-3, help="learning rate (the demo preset's Adam: 3e-3)")
+    p.add_argument("--opt", choices=OPTIMISERS, default="adam", help="adam, or sgd (momentum 0.9, Nesterov)")
+    p.add_argument("--warmup", type=int, default=0, help="steps of linear learning-rate warm-up (0: none)")
     args = p.parse_args(argv)
     from shards.atomic import atomic_write_json
     from shards.synth import generate
@@ -193,7 +218,7 @@ def main(argv=None) -> None:
                            workers=1 if data == "palm" else None)
         atomic_write_json(synth / ".complete", summary, indent=None)
     line = {"variant": args.variant, **run(str(synth), args.steps, args.evals, flip=args.variant != "noflip",
-                                           seed=args.seed, lr=args.lr)}
+                                           seed=args.seed, lr=args.lr, opt=args.opt, warmup=args.warmup)}
     print("RESULT " + json.dumps(line), flush=True)
     with open(work / "results_probe.jsonl", "a") as f:
         f.write(json.dumps(line) + "\n")

@@ -39,7 +39,8 @@ def test_augment_without_flip_never_mirrors(still):
     np.testing.assert_array_equal(target[:, 0].numpy(), [1, 0, 1, 0])
 
 
-def test_probe_learns_a_stated_side(tmp_path, monkeypatch):
+@pytest.mark.parametrize("opt, lr, warmup", [("adam", 3e-3, 0), ("sgd", 0.05, 5)])
+def test_probe_learns_a_stated_side(tmp_path, monkeypatch, opt, lr, warmup):
     original = render.surface
 
     def marked(ras, focal, princpt, skins):
@@ -50,6 +51,19 @@ def test_probe_learns_a_stated_side(tmp_path, monkeypatch):
     monkeypatch.setattr(render, "surface", marked)
     generate(str(tmp_path / "synth"), size="tiny", seed=0, workers=1)  # in this process: the patch holds
     # no flip: a mirrored red right hand would be a red left one
-    result = probe.run(str(tmp_path / "synth"), steps=30, evals=2, flip=False, progress=lambda s: None)
+    result = probe.run(str(tmp_path / "synth"), steps=30, evals=2, flip=False, lr=lr, opt=opt, warmup=warmup,
+                       progress=lambda s: None)
+    assert (result["opt"], result["lr"], result["warmup"]) == (opt, lr, warmup)
     assert result["train_single_hands"] >= 30 and [c["step"] for c in result["curve"]] == [15, 30]
     assert result["curve"][-1]["train_auc"] >= 0.9, result  # measured 1.0; chance 0.5
+
+
+def test_optimiser_and_warmup_options():
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    assert isinstance(probe.make_optimizer(params, "adam", 1e-3), torch.optim.Adam)
+    sgd = probe.make_optimizer(params, "sgd", 0.05)
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["momentum"] == 0.9 and sgd.defaults["nesterov"]
+    with pytest.raises(ValueError, match="unknown optimiser 'lamb'"):
+        probe.make_optimizer(params, "lamb", 1e-3)
+    assert [probe.lr_at(s, 3e-3, 4) for s in (1, 2, 4, 5, 100)] == pytest.approx([7.5e-4, 1.5e-3, 3e-3, 3e-3, 3e-3])
+    assert probe.lr_at(1, 3e-3, 0) == 3e-3
