@@ -1,6 +1,6 @@
 """Controlled runs behind issue 17: why does `make demo` not learn handedness, interacting poses and MRRPE?
 
-    .venv/bin/python -m benchmarks.handedness VARIANT [--work DIR] [--epochs N] [--key=value ...]
+    .venv/bin/python -m benchmarks.handedness VARIANT [--work DIR] [--epochs N] [--scale PREFIX=X ...] [--tag T] [--key=value ...]
 
 Each variant changes one thing against `base` (the demo as `make demo` runs it, `--epochs` epochs) and
 reports the test-split table of train.demo (trained network beside the mean-pose baseline) into
@@ -26,6 +26,10 @@ WORK/VARIANT/demo_summary.json, plus a one-line summary on stdout. Variants:
   htlr      the hand-type MLP (pose_net.hand_fc) at a tenth of the learning rate, the rest at the demo's
             (diagnostic only; the paper uses one rate): benchmarks.chirality_probe stays at chance at
             3e-3 and learns at 3e-4 - is it the head's rate that stops the demo?
+  bblr      the backbone and the hand-type MLP at a tenth of the rate, the joint and root-depth heads
+            at the demo's (diagnostic only): the probe learns right from left with its backbone at
+            3e-4 - do the features for it appear when only the backbone is slowed, and what do the
+            poses lose?
 Besides the paper's metrics, each run reports handedness split into its two parts on the test and
 the train split (docs/conventions.md 7.5): `hand_count_auc` (two hands vs one) and `chirality_auc`
 (right vs left among single hands); 0.5 is chance. The train figures tell underfitting (low on both
@@ -95,8 +99,10 @@ def _hand_type_only():
     loss.root_depth_loss = lambda *a, **k: 0.0 * root(*a, **k)
 
 
-def _slow_hand_type_head():
-    """Patch the optimiser: pose_net.hand_fc's parameters step at 0.1 x the scheduled rate."""
+def _scaled_rates(scales: dict[str, float]):
+    """Patch the optimiser: parameters whose names start with a key of `scales` step at its value x the
+    scheduled rate (the first matching key), the rest at the scheduled rate (the schedule itself is
+    left as it is)."""
     import torch
 
     from train import loop
@@ -113,14 +119,28 @@ def _slow_hand_type_head():
                     g["lr"] = lr
 
     def build_optimizer(model, cfg, device):
-        head = [p for n, p in model.named_parameters() if n.startswith("pose_net.hand_fc.")]
-        ids = {id(p) for p in head}
-        rest = [p for p in model.parameters() if id(p) not in ids]
-        assert head, "no pose_net.hand_fc parameters"
-        return ScaledAdam([{"params": rest}, {"params": head, "lr_scale": 0.1}], lr=cfg.lr,
-                          fused=device.type in ("cpu", "cuda"))
+        groups = {prefix: [] for prefix in scales}
+        rest = []
+        for name, param in model.named_parameters():
+            prefix = next((k for k in scales if name.startswith(k)), None)
+            (rest if prefix is None else groups[prefix]).append(param)
+        for prefix, params in groups.items():
+            assert params, f"no parameters under {prefix!r}"
+        return ScaledAdam([{"params": rest}] + [{"params": groups[k], "lr_scale": v} for k, v in scales.items()],
+                          lr=cfg.lr, fused=device.type in ("cpu", "cuda"))
 
     loop.build_optimizer = build_optimizer
+
+
+def _slow_hand_type_head():
+    """Patch the optimiser: pose_net.hand_fc's parameters step at 0.1 x the scheduled rate."""
+    _scaled_rates({"pose_net.hand_fc.": 0.1})
+
+
+def _slow_backbone():
+    """Patch the optimiser: the backbone and the hand-type MLP step at 0.1 x the scheduled rate, the joint
+    heatmap and root-depth heads at the scheduled rate."""
+    _scaled_rates({"backbone_net.": 0.1, "pose_net.hand_fc.": 0.1})
 
 
 def split_parts(predictions: dict, split_url: str) -> dict:
@@ -150,6 +170,7 @@ VARIANTS = {
     "htonly": (None, _hand_type_only, []),
     "fewseq": ("fewseq", _few_sequences, []),
     "htlr": (None, _slow_hand_type_head, []),
+    "bblr": (None, _slow_backbone, []),
 }
 
 
@@ -158,6 +179,10 @@ def main(argv=None) -> None:
     p.add_argument("variant", choices=tuple(VARIANTS))
     p.add_argument("--work", default="/tmp/handedness")
     p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--scale", action="append", default=[], metavar="PREFIX=X",
+                   help="parameters whose names start with PREFIX step at X x the rate (repeatable; "
+                        "after the variant's own patch, replacing it)")
+    p.add_argument("--tag", default="", help="a suffix for the run folder and the results line")
     args, extra = p.parse_known_args(argv)
     from shards.atomic import atomic_write_json
     from shards.synth import generate
@@ -168,13 +193,22 @@ def main(argv=None) -> None:
     data, patch, overrides = VARIANTS[name]
     if patch is not None:
         patch()
+    scales = {}
+    for item in args.scale:
+        prefix, sep, value = item.partition("=")
+        if not sep or not prefix:
+            p.error(f"--scale {item!r}: expected PREFIX=X")
+        scales[prefix] = float(value)
+    if scales:
+        _scaled_rates(scales)
+    name_dir = name + (f"-{args.tag}" if args.tag else "")
     data_dir = work / f"data-{data or 'base'}"
     synth = data_dir / "synth" / "interhand"
     if data is not None and not (synth / ".complete").exists():
         # A patched renderer must run in this process: the generator's pool spawns fresh workers.
         atomic_write_json(synth / ".complete", generate(synth, size="small", seed=0, workers=1), indent=None)
     decay = max(1, round(args.epochs * 0.9))
-    summary = demo(["--data", str(data_dir), "--out", str(work / name),
+    summary = demo(["--data", str(data_dir), "--out", str(work / name_dir),
                     f"--epochs={args.epochs}", f"--lr_decay_epochs={decay}", "--val_every=0",
                     *overrides, *extra])
     from eval.run_checkpoint import predict_checkpoint
@@ -182,9 +216,9 @@ def main(argv=None) -> None:
     t, m = summary["trained"], summary["mean pose"]
     shards = data_dir / "shards" / "interhand"
     # the test split's AUCs are in the demo's table already (hand_count_auc, chirality_auc)
-    train = split_parts(predict_checkpoint(str(work / name / "final.pt"), str(shards), "train", progress=False),
+    train = split_parts(predict_checkpoint(str(work / name_dir / "final.pt"), str(shards), "train", progress=False),
                         str(shards / "train"))
-    line = {"variant": name, "epochs": args.epochs, "minutes": round(summary["seconds"] / 60, 1),
+    line = {"variant": name, "tag": args.tag, "scales": scales, "epochs": args.epochs, "minutes": round(summary["seconds"] / 60, 1),
             **{k: round(t[k], 3) for k in t}, **{f"baseline_{k}": round(m[k], 3) for k in m},
             **{f"train_{k}": round(v, 3) for k, v in train.items()}}
     print("RESULT " + json.dumps(line), flush=True)
