@@ -8,7 +8,8 @@ in the demo"). This probe takes everything else away: the demo's backbone (ResNe
 weights, model/resnet.py) and InterNet's hand-type MLP (512 -> 512 -> 2, sigmoid, binary cross-entropy
 on [right, left]) trained on the single-hand samples only, 64 x 64 crops of the processed GT bbox (what
 the pipeline crops), with the pipeline's own augmentation ranges (pipeline/graph.py: flip with the
-label swapped, rotation, scale, shift, colour), Adam (--lr, default the demo preset's 3e-3; --opt sgd:
+label swapped, rotation, scale, shift, colour), Adam (--lr, default 3e-3: the demo preset's one rate
+before its --lr_scales; --opt sgd:
 momentum 0.9, Nesterov; --warmup: a linear warm-up of the rate), batch 32,
 bf16 on the CPU. It reports the right-vs-left ROC AUC (eval.metrics.roc_auc of p_right - p_left;
 0.5 = chance) on the train split (unaugmented) and the test split at K points of the run. Variants
@@ -201,7 +202,7 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=840, help="batches of 32 (840: 24 epochs of base's train)")
     p.add_argument("--evals", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lr", type=float, default=3e-3, help="learning rate (the demo preset's Adam: 3e-3)")
+    p.add_argument("--lr", type=float, default=3e-3, help="learning rate (3e-3: the demo preset's one rate before its --lr_scales)")
     p.add_argument("--opt", choices=OPTIMISERS, default="adam", help="adam, or sgd (momentum 0.9, Nesterov)")
     p.add_argument("--warmup", type=int, default=0, help="steps of linear learning-rate warm-up (0: none)")
     args = p.parse_args(argv)

@@ -23,13 +23,15 @@ WORK/VARIANT/demo_summary.json, plus a one-line summary on stdout. Variants:
             30 x 2): 8 right-hand sequences in train, each one base placement of the hand.
   htonly    the hand-type loss alone (heatmap and root-depth losses x 0; diagnostic only): can this
             network learn chirality from these pictures in this budget when nothing else competes?
-  htlr      the hand-type MLP (pose_net.hand_fc) at a tenth of the learning rate, the rest at the demo's
-            (diagnostic only; the paper uses one rate): benchmarks.chirality_probe stays at chance at
-            3e-3 and learns at 3e-4 - is it the head's rate that stops the demo?
-  bblr      the backbone and the hand-type MLP at a tenth of the rate, the joint and root-depth heads
-            at the demo's (diagnostic only): the probe learns right from left with its backbone at
-            3e-4 - do the features for it appear when only the backbone is slowed, and what do the
-            poses lose?
+  htlr      --lr_scales=pose_net.hand_fc.=0.1: the hand-type MLP at a tenth of the rate, the rest at
+            the rate (diagnostic; the paper uses one rate): benchmarks.chirality_probe stays at chance
+            at 3e-3 and learns at 3e-4 - is it the head's rate that stops the demo?
+  bblr      --lr_scales=backbone_net.=0.1,pose_net.hand_fc.=0.1: the backbone and the hand-type MLP at
+            a tenth of the rate, the joint and root-depth heads at the rate: the probe learns right
+            from left with its backbone at 3e-4 - do the features for it appear when only the
+            backbone is slowed, and what do the poses lose? (Today's demo preset, so `base` equals it.)
+The README's table ran every variant on the demo preset of one rate, 3e-3; add `--lr=3e-3 --lr_scales=`
+(`--lr=3e-3` for htlr and bblr) to repeat them.
 Besides the paper's metrics, each run reports handedness split into its two parts on the test and
 the train split (docs/conventions.md 7.5): `hand_count_auc` (two hands vs one) and `chirality_auc`
 (right vs left among single hands); 0.5 is chance. The train figures tell underfitting (low on both
@@ -99,50 +101,6 @@ def _hand_type_only():
     loss.root_depth_loss = lambda *a, **k: 0.0 * root(*a, **k)
 
 
-def _scaled_rates(scales: dict[str, float]):
-    """Patch the optimiser: parameters whose names start with a key of `scales` step at its value x the
-    scheduled rate (the first matching key), the rest at the scheduled rate (the schedule itself is
-    left as it is)."""
-    import torch
-
-    from train import loop
-
-    class ScaledAdam(torch.optim.Adam):
-        def step(self, closure=None):
-            scheduled = [g["lr"] for g in self.param_groups]
-            for g in self.param_groups:
-                g["lr"] *= g.get("lr_scale", 1.0)
-            try:
-                return super().step(closure)
-            finally:
-                for g, lr in zip(self.param_groups, scheduled):
-                    g["lr"] = lr
-
-    def build_optimizer(model, cfg, device):
-        groups = {prefix: [] for prefix in scales}
-        rest = []
-        for name, param in model.named_parameters():
-            prefix = next((k for k in scales if name.startswith(k)), None)
-            (rest if prefix is None else groups[prefix]).append(param)
-        for prefix, params in groups.items():
-            assert params, f"no parameters under {prefix!r}"
-        return ScaledAdam([{"params": rest}] + [{"params": groups[k], "lr_scale": v} for k, v in scales.items()],
-                          lr=cfg.lr, fused=device.type in ("cpu", "cuda"))
-
-    loop.build_optimizer = build_optimizer
-
-
-def _slow_hand_type_head():
-    """Patch the optimiser: pose_net.hand_fc's parameters step at 0.1 x the scheduled rate."""
-    _scaled_rates({"pose_net.hand_fc.": 0.1})
-
-
-def _slow_backbone():
-    """Patch the optimiser: the backbone and the hand-type MLP step at 0.1 x the scheduled rate, the joint
-    heatmap and root-depth heads at the scheduled rate."""
-    _scaled_rates({"backbone_net.": 0.1, "pose_net.hand_fc.": 0.1})
-
-
 def split_parts(predictions: dict, split_url: str) -> dict:
     """eval.metrics.handedness_parts of hand-type outputs against a split's GT (hand_type_valid samples)."""
     from eval.gt import align, load_gt
@@ -169,8 +127,8 @@ VARIANTS = {
     "input96": (None, None, ["--model.input_size=96", "--model.depth_bins=24"]),
     "htonly": (None, _hand_type_only, []),
     "fewseq": ("fewseq", _few_sequences, []),
-    "htlr": (None, _slow_hand_type_head, []),
-    "bblr": (None, _slow_backbone, []),
+    "htlr": (None, None, ["--lr_scales=pose_net.hand_fc.=0.1"]),
+    "bblr": (None, None, ["--lr_scales=backbone_net.=0.1,pose_net.hand_fc.=0.1"]),
 }
 
 
@@ -181,7 +139,7 @@ def main(argv=None) -> None:
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--scale", action="append", default=[], metavar="PREFIX=X",
                    help="parameters whose names start with PREFIX step at X x the rate (repeatable; "
-                        "after the variant's own patch, replacing it)")
+                        "together they replace the variant's and the preset's --lr_scales)")
     p.add_argument("--tag", default="", help="a suffix for the run folder and the results line")
     args, extra = p.parse_known_args(argv)
     from shards.atomic import atomic_write_json
@@ -193,14 +151,12 @@ def main(argv=None) -> None:
     data, patch, overrides = VARIANTS[name]
     if patch is not None:
         patch()
-    scales = {}
     for item in args.scale:
-        prefix, sep, value = item.partition("=")
+        prefix, sep, value = item.rpartition("=")
         if not sep or not prefix:
             p.error(f"--scale {item!r}: expected PREFIX=X")
-        scales[prefix] = float(value)
-    if scales:
-        _scaled_rates(scales)
+    if args.scale:
+        overrides = [*overrides, "--lr_scales=" + ",".join(args.scale)]
     name_dir = name + (f"-{args.tag}" if args.tag else "")
     data_dir = work / f"data-{data or 'base'}"
     synth = data_dir / "synth" / "interhand"
@@ -218,7 +174,8 @@ def main(argv=None) -> None:
     # the test split's AUCs are in the demo's table already (hand_count_auc, chirality_auc)
     train = split_parts(predict_checkpoint(str(work / name_dir / "final.pt"), str(shards), "train", progress=False),
                         str(shards / "train"))
-    line = {"variant": name, "tag": args.tag, "scales": scales, "epochs": args.epochs, "minutes": round(summary["seconds"] / 60, 1),
+    config = json.loads((work / name_dir / "config.json").read_text())
+    line = {"variant": name, "tag": args.tag, "lr": config["lr"], "lr_scales": config["lr_scales"], "epochs": args.epochs, "minutes": round(summary["seconds"] / 60, 1),
             **{k: round(t[k], 3) for k in t}, **{f"baseline_{k}": round(m[k], 3) for k in m},
             **{f"train_{k}": round(v, 3) for k, v in train.items()}}
     print("RESULT " + json.dumps(line), flush=True)

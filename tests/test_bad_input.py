@@ -183,7 +183,7 @@ def test_resume_compares_the_saved_config(tmp_path):
     base = ["--preset=demo", "--shards=/s", f"--out={tmp_path}"]
     save_config(build_config(base), tmp_path / "config.json")
     check_resume(build_config(base + ["--resume", "--compile=true"]), tmp_path / "config.json")  # free to change
-    with pytest.raises(ValueError, match=r"batch_size: 16 -> 8\n  lr: 0.003 -> 0.5"):
+    with pytest.raises(ValueError, match=r"batch_size: 16 -> 8\n  lr: 0.01 -> 0.5"):
         check_resume(build_config(base + ["--resume", "--batch_size=8", "--lr=0.5"]), tmp_path / "config.json")
     with pytest.raises(ValueError, match=r"model.backbone: 'resnet18' -> 'resnet50'"):
         check_resume(build_config(["--preset=paper", "--shards=/s", f"--out={tmp_path}", "--resume"]),

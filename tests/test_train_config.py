@@ -49,3 +49,68 @@ def test_lr_schedule_is_the_originals():
     cfg = TrainConfig()
     # Original set_lr: epochs 0-14 lr, 15-16 lr/10, 17+ lr/100.
     assert [lr_at(cfg, e) for e in (0, 14, 15, 16, 17, 19)] == pytest.approx([1e-4, 1e-4, 1e-5, 1e-5, 1e-6, 1e-6])
+
+
+@pytest.mark.parametrize("text, msg", [
+    ("backbone_net.0.1", "not PREFIX=X"),
+    ("=0.1", "not PREFIX=X"),
+    ("backbone_net.=fast", "cannot read 'fast'"),
+    ("backbone_net.=-1", ">= 0"),
+    ("backbone_net.=nan", ">= 0"),
+    ("backbone_net.=0.1,backbone_net.=0.2", "given twice"),
+])
+def test_malformed_lr_scales_are_rejected(text, msg):
+    with pytest.raises(ValueError, match=msg):
+        build_config([f"--lr_scales={text}"])
+
+
+def test_lr_scales_parse():
+    from train.config import parse_lr_scales
+
+    assert parse_lr_scales("") == {}
+    assert parse_lr_scales(" backbone_net.=0.1, pose_net.hand_fc.=0 ,") == {"backbone_net.": 0.1, "pose_net.hand_fc.": 0.0}
+    assert build_config(["--lr_scales=backbone_net.=0.1"]).lr_scales == "backbone_net.=0.1"
+
+
+def _first_adam_step(cfg):
+    """How far the first Adam step moves each parameter (Adam's first step moves every weight that has a
+    gradient by ~lr: the sign of the gradient)."""
+    import torch
+
+    from model import build_model
+    from train.loop import build_optimizer
+
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    opt = build_optimizer(model, cfg, torch.device("cpu"))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    out = model(torch.randn(2, 3, cfg.model.input_size, cfg.model.input_size))
+    sum(v.float().sum() for v in out.values()).backward()
+    opt.step()
+    return {n: (p - before[n]).abs().max().item() for n, p in model.named_parameters()}
+
+
+def test_lr_scales_set_each_groups_step():
+    moved = _first_adam_step(TrainConfig(model="demo", lr=1e-3, lr_scales="backbone_net.=0.1,pose_net.hand_fc.=0.1"))
+    assert moved["pose_net.hand_fc.0.weight"] == pytest.approx(1e-4, rel=2e-2)
+    assert moved["backbone_net.resnet.conv1.weight"] == pytest.approx(1e-4, rel=2e-2)
+    assert moved["pose_net.joint_conv_1.0.weight"] == pytest.approx(1e-3, rel=2e-2)
+    assert moved["pose_net.root_fc.0.weight"] == pytest.approx(1e-3, rel=2e-2)
+    # the longest matching prefix wins; without lr_scales one rate
+    moved = _first_adam_step(TrainConfig(model="demo", lr=1e-3, lr_scales="pose_net.hand_fc.=0.1,pose_net.=0.5"))
+    assert moved["pose_net.hand_fc.0.weight"] == pytest.approx(1e-4, rel=2e-2)
+    assert moved["pose_net.root_fc.0.weight"] == pytest.approx(5e-4, rel=2e-2)
+    assert moved["backbone_net.resnet.conv1.weight"] == pytest.approx(1e-3, rel=2e-2)
+    moved = _first_adam_step(TrainConfig(model="demo", lr=1e-3))
+    assert moved["pose_net.hand_fc.0.weight"] == pytest.approx(1e-3, rel=2e-2)
+    assert moved["backbone_net.resnet.conv1.weight"] == pytest.approx(1e-3, rel=2e-2)
+
+
+def test_an_lr_scales_prefix_that_names_no_parameter_is_an_error():
+    import torch
+
+    from model import build_model
+    from train.loop import build_optimizer
+
+    with pytest.raises(ValueError, match=r"no parameter name starts with 'backbone\.'.*backbone_net\."):
+        build_optimizer(build_model("demo"), TrainConfig(model="demo", lr_scales="backbone.=0.1"), torch.device("cpu"))

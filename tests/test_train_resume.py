@@ -67,3 +67,24 @@ def test_interrupted_and_resumed_equals_uninterrupted(small_root, tmp_path, caps
     rows_part = [{k: r[k] for k in keys} for r in _rows(part_dir)]
     assert rows_part == rows_full  # the killed run's extra row was dropped, the rest written again
     assert [r["lr"] for r in rows_full] == pytest.approx([1e-3] * 2 + [1e-4] * 2)
+
+
+def test_lr_scales_follow_the_schedule_and_must_match_on_resume(small_root, tmp_path):
+    out = tmp_path / "scaled"
+    scales = "--lr_scales=backbone_net.=0.1,pose_net.hand_fc.=0"
+    part = run(_cfg(small_root, out, scales, "--max_steps=3"), device="cpu")  # into the decayed epoch
+    assert part["step"] == 3
+    state = torch.load(ckpt.list_checkpoints(out)[-1], weights_only=False)
+    lrs = sorted((g["lr_scale"], g["lr"]) for g in state["optimizer"]["param_groups"])
+    assert [s for s, _ in lrs] == [0.0, 0.1, 1.0] and [r for _, r in lrs] == pytest.approx([0.0, 1e-5, 1e-4])
+    with pytest.raises(ValueError, match="lr_scales"):
+        run(_cfg(small_root, out, "--resume", "--allow_schedule_change"), device="cpu")
+    resumed = run(_cfg(small_root, out, scales, "--resume"), device="cpu")
+    assert (resumed["step"], resumed["epoch"]) == (4, 2)
+    final = torch.load(ckpt.list_checkpoints(out)[-1], weights_only=False)
+    assert sorted(g["lr"] for g in final["optimizer"]["param_groups"]) == pytest.approx([0.0, 1e-5, 1e-4])
+    # a scale of 0 freezes its group: from step 3 to 4 the hand-type MLP stays, the backbone moves
+    a, b = state["model"], final["model"]
+    hand = [k for k in a if k.startswith("pose_net.hand_fc.")]
+    assert hand and all(torch.equal(a[k], b[k]) for k in hand)
+    assert not torch.equal(a["backbone_net.resnet.conv1.weight"], b["backbone_net.resnet.conv1.weight"])

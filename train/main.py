@@ -59,7 +59,7 @@ def seed_everything(cfg: TrainConfig, rank: int) -> None:
 def run(cfg: TrainConfig, device: str | None = None) -> dict:
     from model import Criterion, build_model, load_backbone_weights, save_checkpoint
     from pipeline import build_loader
-    from train.loop import train
+    from train.loop import param_groups, train
     from train.plots import plot_curves
     from train.validate import make_validator
 
@@ -79,6 +79,7 @@ def run(cfg: TrainConfig, device: str | None = None) -> dict:
             print0(d, "config:\n" + "\n".join(f"  {k} = {v}" for k, v in cfg.to_dict().items()))
             save_config(cfg, run_dir / "config.json", {"git_revision": git_revision(), "world_size": d.world_size})
         model = build_model(cfg.model).to(d.device)
+        param_groups(model, cfg)  # a --lr_scales prefix that names no parameter fails before the data is read
         if cfg.backbone_weights and not cfg.resume:
             load_backbone_weights(model, cfg.backbone_weights)
         if cfg.channels_last:
