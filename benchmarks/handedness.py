@@ -151,11 +151,13 @@ def main(argv=None) -> None:
     data, patch, overrides = VARIANTS[name]
     if patch is not None:
         patch()
-    for item in args.scale:
-        prefix, sep, value = item.rpartition("=")
-        if not sep or not prefix:
-            p.error(f"--scale {item!r}: expected PREFIX=X")
     if args.scale:
+        from train.config import parse_lr_scales
+
+        try:
+            parse_lr_scales(",".join(args.scale))
+        except ValueError as e:
+            p.error(f"--scale: {e}")
         overrides = [*overrides, "--lr_scales=" + ",".join(args.scale)]
     name_dir = name + (f"-{args.tag}" if args.tag else "")
     data_dir = work / f"data-{data or 'base'}"

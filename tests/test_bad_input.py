@@ -191,6 +191,13 @@ def test_resume_compares_the_saved_config(tmp_path):
     with pytest.raises(ValueError, match="--allow_schedule_change"):
         check_resume(build_config(base + ["--resume", "--epochs=30"]), tmp_path / "config.json")
     check_resume(build_config(base + ["--resume", "--epochs=30", "--allow_schedule_change"]), tmp_path / "config.json")
+    # a run from before --lr_scales (no such key) trained at one rate: today's demo preset cannot continue it
+    old = json.loads((tmp_path / "config.json").read_text())
+    del old["lr_scales"]
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    with pytest.raises(ValueError, match=r"lr_scales: '' -> 'backbone_net.=0.1"):
+        check_resume(build_config(base + ["--resume"]), tmp_path / "config.json")
+    check_resume(build_config(base + ["--resume", "--lr_scales="]), tmp_path / "config.json")
 
 
 def test_resume_with_another_model_writes_nothing(tmp_path):

@@ -45,4 +45,4 @@ def test_scale_option_rejects_a_malformed_value(capsys):
     with pytest.raises(SystemExit) as e:
         main(["base", "--work", "/nonexistent-never-written", "--scale", "backbone_net.0.1"])
     assert e.value.code == 2
-    assert "expected PREFIX=X" in capsys.readouterr().err
+    assert "is not PREFIX=X" in capsys.readouterr().err

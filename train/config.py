@@ -213,6 +213,8 @@ def check_resume(cfg: TrainConfig, saved_path) -> None:
         saved = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise ValueError(f"--resume: cannot read the run's config {path}: {e}") from None
+    if isinstance(saved, dict):
+        saved.setdefault("lr_scales", "")  # runs from before --lr_scales trained at one rate
     now = cfg.to_dict()
     diffs = []
     keys = RESUME_MUST_MATCH + (() if cfg.allow_schedule_change else RESUME_SCHEDULE)
