@@ -19,23 +19,15 @@ from array import array
 
 import numpy as np
 
-from . import fsio, geometry, labels, skeleton
-from .jsonstream import stream_items, stream_kvitems
+from . import fsio, geometry, labels, skeleton, worldtables
+from .checked import floats, narrow
+from .jsonstream import stream_items
 from .mano.records import ManoRecords
 from .rootnet import find_rootnet, load_rootnet
 from .sources import Source, get_source
 
 HT_CODE = {h: i for i, h in enumerate(skeleton.HAND_TYPES)}
 _BINARY = {0, 1}  # joint_valid values the fast path takes (0.0, 1.0 and True compare equal)
-_CAP_SHIFT = np.int64(1) << np.int64(32)
-
-
-def _narrow(a: np.ndarray) -> np.ndarray:
-    """An int64 per-image or per-annotation array as int32 where its values fit (widths, frame numbers,
-    row numbers): 4 bytes less per value at millions of rows; ids stay int64."""
-    if a.size and (a.min() < -(2 ** 31) or a.max() >= 2 ** 31):
-        return a
-    return a.astype(np.int32)
 
 
 class AnnotationError(ValueError):
@@ -44,21 +36,6 @@ class AnnotationError(ValueError):
     def __init__(self, file: str, annot_id, field: str, reason: str):
         self.file, self.annot_id, self.field, self.reason = file, annot_id, field, reason
         super().__init__(f"{file}: annotation {annot_id}: field {field!r}: {reason}")
-
-
-def _floats(value, shape, what):
-    """value -> float64 array of `shape` (None -> NaN); raises ValueError with a reason."""
-    try:
-        a = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{what}: not numeric ({e})") from None
-    if a.size == int(np.prod(shape)) and a.shape != shape:
-        a = a.reshape(shape)  # e.g. joint_valid given as 42 one-element lists
-    if a.shape != shape:
-        raise ValueError(f"{what}: shape {a.shape}, expected {shape}")
-    if not np.isfinite(a).all():
-        raise ValueError(f"{what}: contains NaN or infinity")
-    return a
 
 
 def _fast_interhand_ann(ann, hand_types):
@@ -98,7 +75,7 @@ class SplitData:
             self._load_frames()
         self.rootnet_file = find_rootnet(rootnet, self.root, source.rootnet_file.get(split, ()), fps)
         if self.rootnet_file:
-            self.rootnet_bbox, self.rootnet_depth, missing = load_rootnet(self.rootnet_file, self.annot_id, _floats)
+            self.rootnet_bbox, self.rootnet_depth, missing = load_rootnet(self.rootnet_file, self.annot_id)
             for r, reason in missing.items():
                 self.problems.setdefault(r, reason)
         self.mano = ManoRecords(self.root, split, source.world, mano)  # records' mano / mano_cam
@@ -135,8 +112,8 @@ class SplitData:
                     p = img.get("cam_param")
                     if not isinstance(p, dict):
                         raise ValueError("missing field 'cam_param'")
-                    cp = np.concatenate([_floats(p.get("focal"), (2,), "cam_param.focal"),
-                                         _floats(p.get("princpt"), (2,), "cam_param.princpt")])
+                    cp = np.concatenate([floats(p.get("focal"), (2,), "cam_param.focal"),
+                                         floats(p.get("princpt"), (2,), "cam_param.princpt")])
             except (TypeError, ValueError) as e:
                 self.image_problems[i] = f"{os.path.basename(self.data_file)}: image {iid}: {e}"
             for k, v in row.items():
@@ -151,7 +128,7 @@ class SplitData:
         for k in list(ints):  # one field at a time: the int64 buffer goes as its narrowed copy comes
             v = ints.pop(k)
             a = np.frombuffer(v, dtype=np.int64) if len(v) else np.zeros(0, np.int64)
-            self.img[k] = a if k == "id" else _narrow(a)
+            self.img[k] = a if k == "id" else narrow(a)
         self.img_cam_param = np.frombuffer(cam_param, dtype=np.float32).reshape(-1, 4) if inline else None
         # file names as one uint8 array (not bytes): it travels to Ray's object store without a copy per worker
         self.img_names, self.img_name_off = np.frombuffer(names, np.uint8), np.frombuffer(offsets, dtype=np.int64)
@@ -185,7 +162,7 @@ class SplitData:
             try:
                 image_id = int(ann["image_id"])
                 field = "bbox"
-                row_bbox = _floats(ann["bbox"], (4,), "bbox")
+                row_bbox = floats(ann["bbox"], (4,), "bbox")
                 if max(row_bbox[2], row_bbox[3]) <= 0:  # one side > 0 is fine: docs/conventions.md §3.1 grows the other
                     raise ValueError(f"bbox {row_bbox.tolist()} has no extent")
                 field = "hand_type"
@@ -199,7 +176,7 @@ class SplitData:
                     raise ValueError(f"{valid} is not 0 or 1")
                 field = "joint_valid"
                 n = 42 if not inline else 21
-                v = _floats(ann["joint_valid"], (n,), "joint_valid")
+                v = floats(ann["joint_valid"], (n,), "joint_valid")
                 if not np.isin(v, (0.0, 1.0)).all():
                     raise ValueError("values must be 0 or 1")
                 if inline:
@@ -207,9 +184,9 @@ class SplitData:
                     perm = list(src.perm)
                     row_jv[half] = v[perm]
                     field = "joint_cam"
-                    row_jc[half] = _floats(ann["joint_cam"], (21, 3), "joint_cam")[perm]
+                    row_jc[half] = floats(ann["joint_cam"], (21, 3), "joint_cam")[perm]
                     field = "joint_img"
-                    row_ji[half] = _floats(ann["joint_img"], (21, 2), "joint_img")[perm]
+                    row_ji[half] = floats(ann["joint_img"], (21, 2), "joint_img")[perm]
                 else:
                     row_jv = v
             except KeyError as e:
@@ -251,78 +228,20 @@ class SplitData:
             reason = self.image_problems.get(int(self.ann_img[r]))
             if reason:
                 self.problems.setdefault(int(r), reason)
-        self.ann_img = _narrow(self.ann_img)
+        self.ann_img = narrow(self.ann_img)
         del self.ann_image_id  # joined: ann_img says it (one array less per annotation)
 
     def _load_cameras(self):
         path = fsio.join(self.root, self.source.camera_file.format(split=self.split))
-        keys, params, bad = {}, [], {}
-        for cap, c in stream_kvitems(path, ""):
-            cams = c.get("campos", {}) if isinstance(c, dict) else {}
-            for cam in cams:
-                k = keys.setdefault((str(cap), str(cam)), len(keys))
-                try:
-                    params.append(np.concatenate([
-                        _floats(c["campos"][cam], (3,), "campos").ravel(),
-                        _floats(c["camrot"][cam], (3, 3), "camrot").ravel(),
-                        _floats(c["focal"][cam], (2,), "focal"), _floats(c["princpt"][cam], (2,), "princpt")]))
-                except (KeyError, TypeError, ValueError) as e:
-                    bad[k] = f"{os.path.basename(path)}: capture {cap} camera {cam}: " + (
-                        f"missing {e}" if isinstance(e, KeyError) else str(e))
-                    params.append(np.zeros(16))
-        self.cam_params = np.asarray(params, dtype=np.float64).reshape(-1, 16)
-        caps = {cap for cap, _ in keys}
-        # (capture, camera name index) pairs used by images -> camera row, per image.
-        pairs = self.img["capture"].astype(np.int64) * len(self.cam_names) + self.img["cam"]
-        uniq, inv = np.unique(pairs, return_inverse=True)
-        rows, base = np.full(len(uniq), -1, np.int64), os.path.basename(path)
-        pair_reason = {}
-        for u, p in enumerate(uniq):
-            cap, cam = str(int(p) // max(len(self.cam_names), 1)), self.cam_names[int(p) % max(len(self.cam_names), 1)]
-            if (cap, cam) in keys and keys[(cap, cam)] not in bad:
-                rows[u] = keys[(cap, cam)]
-            elif (cap, cam) in keys:
-                pair_reason[u] = bad[keys[(cap, cam)]]
-            else:
-                pair_reason[u] = f"{base}: no capture {cap}" if cap not in caps else f"{base}: capture {cap} has no camera {cam!r}"
-        self.img_camrow = _narrow(rows[inv.reshape(-1)] if len(pairs) else np.zeros(0, np.int64))
-        self._mark(self.img_camrow < 0, lambda img_row: pair_reason[int(inv.reshape(-1)[img_row])], "camera")
+        self.cam_params, self.img_camrow, reason = worldtables.load_cameras(
+            path, self.img["capture"], self.img["cam"], self.cam_names)
+        self._mark(self.img_camrow < 0, reason, "camera")
 
     def _load_frames(self):
         path = fsio.join(self.root, self.source.joint_file.format(split=self.split))
-        keys, world, bad = array("q"), [], {}
-        for cap, frames in stream_kvitems(path, ""):
-            for frame, v in (frames.items() if isinstance(frames, dict) else ()):
-                try:
-                    key = int(cap) * _CAP_SHIFT + int(frame)
-                except ValueError:
-                    raise ValueError(f"{path}: capture {cap!r} frame {frame!r}: keys must be integers") from None
-                try:
-                    world.append(_floats(v["world_coord"], (42, 3), "world_coord").astype(np.float32))
-                except (KeyError, TypeError, ValueError) as e:
-                    bad[len(keys)] = f"{os.path.basename(path)}: capture {cap} frame {frame}: " + (
-                        "missing 'world_coord'" if isinstance(e, KeyError) else str(e))
-                    world.append(np.zeros((42, 3), np.float32))
-                keys.append(key)
-        keys = np.frombuffer(keys, np.int64) if len(keys) else np.zeros(0, np.int64)
-        order = np.argsort(keys, kind="stable")
-        self.world = np.stack(world)[order] if world else np.zeros((0, 42, 3), np.float32)
-        keys = keys[order]
-        bad = {int(np.flatnonzero(order == r)[0]): m for r, m in bad.items()}
-        want = self.img["capture"] * _CAP_SHIFT + self.img["frame_idx"]
-        pos = np.minimum(np.searchsorted(keys, want), max(len(keys) - 1, 0))
-        found = (keys[pos] == want) if len(keys) else np.zeros(len(want), bool)
-        self.img_framerow = _narrow(np.where(found, pos, -1))
-        base = os.path.basename(path)
-
-        def reason(img_row):
-            r = int(self.img_framerow[img_row])
-            if r >= 0:
-                return bad[r]
-            cap, fr = int(self.img["capture"][img_row]), int(self.img["frame_idx"][img_row])
-            return f"{base}: capture {cap} has no frame {fr}" if (keys // _CAP_SHIFT == cap).any() else f"{base}: no capture {cap}"
-        bad_rows = np.fromiter(bad, np.int64, len(bad))
-        self._mark(~found | np.isin(self.img_framerow, bad_rows), reason, "world_coord")
+        self.world, self.img_framerow, bad, reason = worldtables.load_frames(
+            path, self.img["capture"], self.img["frame_idx"])
+        self._mark(bad, reason, "world_coord")
 
     def _refuse_escaping_paths(self):
         """An image file_name that leads out of the images folder ('../../etc/passwd') is never read:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import fsio
+from .checked import floats
 from .jsonstream import stream_items
 
 
@@ -25,10 +26,9 @@ def find_rootnet(rootnet: str | None, root: str, templates, fps: int) -> str | N
     return None
 
 
-def load_rootnet(path: str, annot_id: np.ndarray, floats) -> tuple[np.ndarray, np.ndarray, dict]:
+def load_rootnet(path: str, annot_id: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
     """-> (bbox (N, 4), abs_depth (N, 2) [right, left], problems {row: reason}) for the annotations
-    `annot_id` (N,); rows without an entry are NaN and listed in problems. floats(value, shape, what)
-    checks one field (the reader's)."""
+    `annot_id` (N,); rows without an entry are NaN and listed in problems."""
     n = len(annot_id)
     bbox = np.full((n, 4), np.nan, np.float32)
     depth = np.full((n, 2), np.nan, np.float32)

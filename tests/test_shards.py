@@ -294,7 +294,8 @@ def test_batch_labels_equal_per_record_encode(tmp_path, case):
 def test_parsed_split_arrays_are_narrowed_where_values_fit(tmp_path):
     """Per-image columns and row indices are int32 (4 bytes less per value at millions of rows); ids stay
     int64, and a column whose values do not fit int32 is kept as int64, never wrapped."""
-    from shards.reader import _narrow, load_split
+    from shards.checked import narrow as _narrow
+    from shards.reader import load_split
 
     write_interhand(tmp_path, split="val")
     data = load_split("interhand", str(tmp_path), "val", rootnet=None)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import fsio
+from ..checked import floats
 from ..jsonstream import stream_items, stream_kvitems
 from .model import SIDES, ManoError
 
@@ -66,15 +67,11 @@ class SplitAnnotations:
 
 
 def _floats(value, shape, where):
+    """shards.checked.floats with the MANO tools' error type; `where` names the file and field."""
     try:
-        a = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ManoError(f"{where}: not numeric") from None
-    if a.size != int(np.prod(shape)):
-        raise ManoError(f"{where}: {a.size} values, expected {int(np.prod(shape))}")
-    if not np.isfinite(a).all():
-        raise ManoError(f"{where}: NaN or infinity")
-    return a.reshape(shape)
+        return floats(value, shape, where)
+    except ValueError as e:
+        raise ManoError(str(e)) from None
 
 
 def load_images(path) -> dict:
