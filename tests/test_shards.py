@@ -3,6 +3,7 @@ reader, bad images, resume after an interruption, determinism, fsspec URLs."""
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -308,3 +309,20 @@ def test_parsed_split_arrays_are_narrowed_where_values_fit(tmp_path):
     assert _narrow(big).dtype == np.int64 and _narrow(big)[1] == 2 ** 31
     assert _narrow(np.array([-(2 ** 31), 2 ** 31 - 1])).dtype == np.int32
     assert _narrow(np.zeros(0, np.int64)).dtype == np.int32
+
+
+def test_checked_floats_reshapes_nesting_and_refuses_bad_values():
+    """shards.checked.floats: the one check of numeric annotation fields (reader, RootNet, cameras,
+    joint_3d, MANO): another nesting of the right size is reshaped (joint_valid as 42 one-element
+    lists), a wrong size, NaN, null or text is refused with the field's name and the reason."""
+    from shards.checked import floats
+
+    v = floats([[1], [0]] * 21, (42,), "joint_valid")
+    assert v.shape == (42,) and v.dtype == np.float64 and v[:2].tolist() == [1.0, 0.0]
+    assert floats([[1, 2, 3]], (3,), "campos").tolist() == [1.0, 2.0, 3.0]
+    for value, reason in [([1, 2], "shape (2,), expected (4,)"), ([1, 2, float("nan"), 4], "NaN or infinity"),
+                          ([1, 2, None, 4], "NaN or infinity"), (["a", 1, 2, 3], "not numeric"),
+                          ([1, 2, float("inf"), 4], "NaN or infinity")]:
+        with pytest.raises(ValueError, match=re.escape(reason)) as e:
+            floats(value, (4,), "bbox")
+        assert str(e.value).startswith("bbox: "), str(e.value)
