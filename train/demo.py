@@ -96,11 +96,12 @@ def bar_explanation(checks: list[tuple[str, str, bool]], trained: dict) -> list[
                          "tenth of the demo's head rate over ~100 epochs (benchmarks/chirality_probe.py).")
         elif chiral < 0.9:
             lines.append("right vs left is learnt only in part: an accuracy of 0.90 needs it near certain (AUC near "
-                         "1); the demo preset reaches 0.81 in 60 epochs (handedness 0.67) and the same backbone alone "
-                         "0.87 after ~100 (benchmarks/chirality_probe.py), against the demo's 20.")
+                         "1); the demo preset reaches 0.81 in 60 epochs (handedness 0.67), 0.89 in 120 (handedness 0.81, "
+                         "every other line met), against the demo's 20.")
     if missed & {"mpjpe_interacting", "mpjpe_all", "mrrpe"}:
         lines.append("the two-hand errors follow right vs left: a network that does not know which hand is which "
-                     "cannot place both; longer training (make demo ARGS='--epochs=60 --lr_decay_epochs=54') lowers them.")
+                     "cannot place both; longer training lowers them (make demo ARGS='--epochs=120 --lr_decay_epochs=108' meets "
+                     "them, ~30 min on 2 cores).")
     lines.append('measured causes and figures: README.md, "Why handedness is not learnt in the demo".')
     return lines
 
