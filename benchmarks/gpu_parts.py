@@ -90,29 +90,10 @@ def _train_args(plan: Plan, args):
                        "--shards", str(args.shards or args.cache)] + ([] if plan.compile else ["--no-compile"]))
 
 
-def synthetic_batches(split_dir, mc, args, device):
-    """Endless device-resident batches shaped as the loader's (benchmarks.train.ours_batches' signature):
-    random images (channels_last), joints inside the heatmap, everything valid. One batch, reused."""
-    from shards.skeleton import NUM_JOINTS
-
-    g = torch.Generator().manual_seed(0)
-    b, s = args.batch, mc.input_size
-    d, h, w = mc.heatmap_size
-    batch = {"images": torch.rand(b, s, s, 3, generator=g).permute(0, 3, 1, 2),  # (B, 3, S, S) channels_last
-             "joint_coord": torch.rand(b, NUM_JOINTS, 3, generator=g) * torch.tensor([w, h, d], dtype=torch.float32),
-             "joint_valid": torch.ones(b, NUM_JOINTS), "rel_root_depth": torch.rand(b, generator=g) * mc.root_bins,
-             "root_valid": torch.ones(b), "hand_type": torch.ones(b, 2), "hand_type_valid": torch.ones(b)}
-    batch = {k: v.to(device) for k, v in batch.items()}
-    while True:
-        yield batch
-
-
 def part_train(mode: str, plan: Plan, args) -> dict:
     import benchmarks.train as bt
 
-    if mode == "ceiling":  # the trainer's step, timed as train_ours is, with the data path replaced
-        bt.ours_batches = synthetic_batches
-    return {**bt.run_mode("ours" if mode == "ceiling" else mode, _train_args(plan, args)), "mode": mode}
+    return {**bt.run_mode(mode, _train_args(plan, args)), "mode": mode}  # "ceiling": bt.synthetic_batches
 
 
 def guarded_steps(batches, step, n: int, device) -> torch.Tensor:
@@ -132,7 +113,7 @@ def guarded_steps(batches, step, n: int, device) -> torch.Tensor:
 
 
 def part_sync_check(plan: Plan, args) -> dict:
-    from benchmarks.train import ours_batches
+    from benchmarks.train import ours_batches, synthetic_batches
     from model import Criterion, build_model
     from train.config import TrainConfig
     from train.loop import build_optimizer, make_train_step

@@ -11,6 +11,9 @@
 (2) ours: pipeline.build_loader (DALI, `workers` threads) + the trainer's own step
     (train.loop.make_train_step with build_optimizer: torch.compile, bf16 autocast (CUDA only),
     channels_last, model.Criterion (the fused heatmap loss), fused Adam).
+(3) ceiling: (2)'s step on one device-resident synthetic batch shaped as the loader's, fed again every
+    step (synthetic_batches): no data path, the compute ceiling of (2) (on the CPU: how much of the
+    cores the data path takes; needs no DALI).
 Both: Adam lr 1e-4, the same initial weights; cudnn.benchmark. Each runs in its own subprocess (its own peak
 memory; no fork after DALI/compile threads exist). Reported apart: setup (loader build + first batch;
 extracting the JPEG files for (1) is not timed) and the first step (which includes compilation).
@@ -40,7 +43,7 @@ if __package__ in (None, ""):  # run as a file: this folder's pipeline.py / trai
 
 import torch  # noqa: E402
 
-MODES = ("original", "ours")
+MODES = ("original", "ours", "ceiling")
 
 
 def materialised_heatmap_loss(heat, coord, valid, sigma: float = 2.5, peak: float = 255.0):
@@ -105,6 +108,23 @@ def ours_batches(split_dir: Path, mc, args, device):
         yield from loader
 
 
+def synthetic_batches(split_dir, mc, args, device):
+    """Endless device-resident batches shaped as the loader's (ours_batches' signature): random images
+    (channels_last), joints inside the heatmap, everything valid. One batch, reused."""
+    from shards.skeleton import NUM_JOINTS
+
+    g = torch.Generator().manual_seed(0)
+    b, s = args.batch, mc.input_size
+    d, h, w = mc.heatmap_size
+    batch = {"images": torch.rand(b, s, s, 3, generator=g).permute(0, 3, 1, 2),  # (B, 3, S, S) channels_last
+             "joint_coord": torch.rand(b, NUM_JOINTS, 3, generator=g) * torch.tensor([w, h, d], dtype=torch.float32),
+             "joint_valid": torch.ones(b, NUM_JOINTS), "rel_root_depth": torch.rand(b, generator=g) * mc.root_bins,
+             "root_valid": torch.ones(b), "hand_type": torch.ones(b, 2), "hand_type_valid": torch.ones(b)}
+    batch = {k: v.to(device) for k, v in batch.items()}
+    while True:
+        yield batch
+
+
 def peak_memory_mb(device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -127,7 +147,7 @@ def run_mode(mode: str, args) -> dict:
     torch.manual_seed(0)
     model = build_model(args.model).to(device)
     mc = model.config
-    ours = mode == "ours"
+    ours = mode in ("ours", "ceiling")
     if ours:  # exactly the trainer's step: its config, optimiser and step function
         cfg = TrainConfig(model=mc, compile=args.compile)
         model = model.to(memory_format=torch.channels_last)
@@ -158,7 +178,8 @@ def run_mode(mode: str, args) -> dict:
             if n < args.batch:
                 raise ValueError(f"{split_dir}: {n} samples, fewer than one batch of {args.batch}")
         t0 = time.perf_counter()
-        batches = ours_batches(split_dir, mc, args, device) if ours else original_batches(folder, mc, args, device)
+        make = {"ours": ours_batches, "ceiling": synthetic_batches, "original": original_batches}[mode]
+        batches = make(folder if mode == "original" else split_dir, mc, args, device)
         first = next(batches)
         sync()
         t1 = time.perf_counter()
@@ -198,6 +219,8 @@ def prepare_shards(cache: Path) -> Path:
 
 
 def label(mode: str, args) -> str:
+    if mode == "ceiling":
+        return "ceiling: ours' step without the data path (one synthetic batch)"
     if mode == "original":
         from benchmarks.pipeline import cv2
 
@@ -218,7 +241,8 @@ def print_table(rows: list[dict], args) -> None:
     for r in rows:
         print(f"{label(r['mode'], args):<72} {r['images_per_s']:9.2f} {100 * r['data_wait']:8.1f}% "
               f"{r['peak_mb']:13.0f} {r['setup_s']:8.1f} {r['first_step_s']:10.1f} {r['loss']:9.4g}")
-    print(f"ours / original: {rows[1]['images_per_s'] / rows[0]['images_per_s']:.2f}x images/s")
+    r = {row["mode"]: row["images_per_s"] for row in rows}
+    print(f"ours / original: {r['ours'] / r['original']:.2f}x images/s; ours / ceiling: {r['ours'] / r['ceiling']:.2f}")
 
 
 def parse_args(argv=None):
