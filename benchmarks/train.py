@@ -14,7 +14,7 @@
 (3) ceiling: (2)'s step on one device-resident synthetic batch shaped as the loader's, fed again every
     step (synthetic_batches): no data path, the compute ceiling of (2) (on the CPU: how much of the
     cores the data path takes; needs no DALI).
-Both: Adam lr 1e-4, the same initial weights; cudnn.benchmark. Each runs in its own subprocess (its own peak
+All three: Adam lr 1e-4, the same initial weights; cudnn.benchmark. Each runs in its own subprocess (its own peak
 memory; no fork after DALI/compile threads exist). Reported apart: setup (loader build + first batch;
 extracting the JPEG files for (1) is not timed) and the first step (which includes compilation).
 images/s counts `steps` steps after `warmup` steps, between two device synchronisations. data-wait =

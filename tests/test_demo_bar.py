@@ -38,6 +38,7 @@ def test_missed_lines_are_explained_from_the_run_s_own_figures():
     counted = {**demo, "chirality_auc": 0.9}
     text = "\n".join(bar_explanation(bar_checks(counted, MEAN), counted))
     assert "near chance" not in text and "only in part" not in text
+    assert "nearly learnt" in text
     # right vs left above chance but far from certain
     part = {**demo, "chirality_auc": 0.62}
     text = "\n".join(bar_explanation(bar_checks(part, MEAN), part))
